@@ -1,0 +1,310 @@
+//! Users, their keys and their credits.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{current_balance, json as body, respond, rfc3339, Caller};
+use crate::app::{now_ms, AppState};
+use crate::auth;
+use crate::error::GatewayError;
+use crate::http_body::Body;
+use crate::keys;
+use crate::store::{KeyRow, StoreError, User};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    billing: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyPatch {
+    billing: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCredit {
+    amount_usd: Value,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn store_error(error: StoreError) -> GatewayError {
+    GatewayError::internal(error)
+}
+
+fn user_json(user: &User) -> Value {
+    json!({"id": user.id, "email": user.email, "name": user.name, "created_at": rfc3339(user.created_at)})
+}
+
+fn key_json(key: &KeyRow) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "billing": key.billing,
+        "created_at": rfc3339(key.created_at),
+        "revoked_at": key.revoked_at.map(rfc3339),
+    })
+}
+
+/// Checks a billing choice's syntax. Team membership is checked when the
+/// key is used and when teams exist.
+fn billing(value: Option<&str>) -> Result<String, GatewayError> {
+    match value.map(str::trim) {
+        None | Some("personal") => Ok("personal".into()),
+        Some(other) if other.strip_prefix("team:").is_some_and(|id| !id.is_empty()) => Err(
+            GatewayError::NotATeamMember(other["team:".len()..].to_string()),
+        ),
+        Some(_) => Err(GatewayError::invalid(
+            "'billing' must be \"personal\" or \"team:<team_id>\".",
+            Some("billing"),
+        )),
+    }
+}
+
+/// `POST /api/users` (operator).
+pub async fn create_user(
+    state: &AppState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    caller.require_operator()?;
+    let input: NewUser = body::read(request).await?;
+    let user = User {
+        id: keys::new_id("usr"),
+        email: body::email(&input.email, "email")?,
+        name: body::short_text(input.name, "name", 200)?,
+        created_at: now_ms(),
+    };
+    match state.store.create_user(&user).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            return Err(GatewayError::Conflict(format!(
+                "A user with the email {} already exists.",
+                user.email
+            )))
+        }
+        Err(error) => return Err(store_error(error)),
+    }
+    let mut out = user_json(&user);
+    out["balance_usd"] = json!("0.0");
+    respond(StatusCode::CREATED, &out)
+}
+
+async fn issue_key(
+    state: &AppState,
+    user_id: &str,
+    name: Option<String>,
+    billing_choice: Option<&str>,
+) -> Result<Response<Body>, GatewayError> {
+    let (key, prefix, key_hash) = keys::new_api_key();
+    let row = KeyRow {
+        id: keys::new_id("key"),
+        user_id: user_id.to_string(),
+        name: body::short_text(name, "name", 200)?,
+        prefix,
+        key_hash,
+        billing: billing(billing_choice)?,
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    state.store.insert_key(&row).await.map_err(store_error)?;
+    let mut out = key_json(&row);
+    out["key"] = json!(key);
+    respond(StatusCode::CREATED, &out)
+}
+
+/// `POST /api/users/{id}/keys` (operator).
+pub async fn create_key_for(
+    state: &AppState,
+    caller: &Caller,
+    user_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    caller.require_operator()?;
+    let input: NewKey = body::read(request).await?;
+    if state
+        .store
+        .user(user_id)
+        .await
+        .map_err(store_error)?
+        .is_none()
+    {
+        return Err(GatewayError::NotFound(format!("No user {user_id}.")));
+    }
+    issue_key(state, user_id, input.name, input.billing.as_deref()).await
+}
+
+/// `POST /api/users/{id}/credits` (operator).
+pub async fn add_credits(
+    state: &AppState,
+    caller: &Caller,
+    user_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    caller.require_operator()?;
+    let input: NewCredit = body::read(request).await?;
+    let amount = body::money(&input.amount_usd, "amount_usd")?;
+    if amount.nano() <= 0 {
+        return Err(GatewayError::invalid(
+            "'amount_usd' must be above zero.",
+            Some("amount_usd"),
+        ));
+    }
+    let note = body::short_text(input.note, "note", 500)?;
+    if state
+        .store
+        .user(user_id)
+        .await
+        .map_err(store_error)?
+        .is_none()
+    {
+        return Err(GatewayError::NotFound(format!("No user {user_id}.")));
+    }
+    state
+        .store
+        .add_credit(
+            &keys::new_id("crd"),
+            user_id,
+            amount,
+            note.as_deref(),
+            "operator",
+            now_ms(),
+        )
+        .await
+        .map_err(store_error)?;
+    // The credit row is durable first; then the live counter moves. A
+    // counter that does not exist yet will be seeded from the store, which
+    // already has the credit.
+    state
+        .counters
+        .adjust(user_id, amount)
+        .await
+        .map_err(GatewayError::internal)?;
+    let balance = current_balance(state, user_id).await?;
+    respond(
+        StatusCode::OK,
+        &json!({"user_id": user_id, "amount_usd": amount.to_string(), "balance_usd": balance.to_string()}),
+    )
+}
+
+/// `GET /api/me`.
+pub async fn me(state: &AppState, caller: &Caller) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let user = state
+        .store
+        .user(&principal.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or(GatewayError::InvalidApiKey)?;
+    let balance = current_balance(state, &user.id).await?;
+    let mut out = user_json(&user);
+    out["balance_usd"] = json!(balance.to_string());
+    out["teams"] = json!([]);
+    respond(StatusCode::OK, &out)
+}
+
+/// `GET /api/me/keys`.
+pub async fn list_my_keys(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let keys = state
+        .store
+        .keys_of_user(&principal.user_id)
+        .await
+        .map_err(store_error)?;
+    let data: Vec<Value> = keys.iter().map(key_json).collect();
+    respond(StatusCode::OK, &json!({"data": data}))
+}
+
+/// `POST /api/me/keys`.
+pub async fn create_my_key(
+    state: &AppState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let input: NewKey = body::read(request).await?;
+    issue_key(
+        state,
+        &principal.user_id,
+        input.name,
+        input.billing.as_deref(),
+    )
+    .await
+}
+
+async fn my_live_key(
+    state: &AppState,
+    user_id: &str,
+    key_id: &str,
+) -> Result<KeyRow, GatewayError> {
+    match state
+        .store
+        .key_of_user(user_id, key_id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(key) if key.revoked_at.is_none() => Ok(key),
+        _ => Err(GatewayError::NotFound(format!("No key {key_id}."))),
+    }
+}
+
+/// `PATCH /api/me/keys/{id}`: switch billing; the next request uses it.
+pub async fn update_my_key(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    key_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let input: KeyPatch = body::read(request).await?;
+    let mut key = my_live_key(state, &principal.user_id, key_id).await?;
+    key.billing = billing(Some(&input.billing))?;
+    state
+        .store
+        .set_key_billing(&key.id, &key.billing)
+        .await
+        .map_err(store_error)?;
+    auth::forget_key(state, &key.key_hash);
+    respond(StatusCode::OK, &key_json(&key))
+}
+
+/// `DELETE /api/me/keys/{id}`: revoke (the row stays for history).
+pub async fn revoke_my_key(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    key_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let mut key = my_live_key(state, &principal.user_id, key_id).await?;
+    let at = now_ms();
+    state
+        .store
+        .revoke_key(&key.id, at)
+        .await
+        .map_err(store_error)?;
+    auth::forget_key(state, &key.key_hash);
+    key.revoked_at = Some(at);
+    respond(StatusCode::OK, &key_json(&key))
+}

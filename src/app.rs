@@ -1,0 +1,245 @@
+//! The application: config → shared state → a listening server, and the
+//! order of a graceful shutdown.
+//!
+//! Shutdown order (each step needs the one before): stop accepting → let
+//! open requests finish (bounded by `server.shutdown_grace_secs`) → wait for
+//! tracked settlement tasks → drain the ledger queue into the store.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, KeyCache};
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::keys;
+use crate::ledger::{self, LedgerSender};
+use crate::metrics::Metrics;
+use crate::providers::{self, UpstreamClient};
+use crate::router;
+use crate::store::Store;
+
+/// Milliseconds since the Unix epoch, the time unit of every stored row.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Everything a request may touch, shared by all of them.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub counters: Counters,
+    pub key_cache: KeyCache,
+    pub client: UpstreamClient,
+    pub ledger: LedgerSender,
+    pub tasks: TaskTracker,
+    pub metrics: Metrics,
+    pub admin_token_hash: String,
+    pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("redis: {0}")]
+    Counters(#[from] crate::counters::CounterError),
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built gateway, bound to its port, not yet serving.
+pub struct App {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    ledger_stop: CancellationToken,
+    ledger_writer: tokio::task::JoinHandle<()>,
+    /// The operator token, when this start generated it (shown once).
+    pub generated_admin_token: Option<String>,
+}
+
+/// Connects storage and applies migrations.
+pub async fn open_store(config: &Config) -> Result<Store, InitError> {
+    let store =
+        Store::connect(&config.storage.database_url, config.storage.max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, InitError> {
+        let store = open_store(&config).await?;
+        let counters = if config.storage.redis_url.is_empty() {
+            Counters::memory()
+        } else {
+            Counters::redis(&config.storage.redis_url, &config.storage.redis_prefix).await?
+        };
+        let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
+        let client = providers::build_client(&config.upstream)?;
+        let tasks = TaskTracker::new();
+        let ledger_stop = CancellationToken::new();
+        let (ledger, ledger_writer) = ledger::start(
+            store.clone(),
+            &config.ledger,
+            tasks.clone(),
+            ledger_stop.clone(),
+        );
+        let rate_limiter = std::num::NonZeroU32::new(config.limits.rpm_per_key)
+            .map(|rpm| RateLimiter::keyed(Quota::per_minute(rpm)));
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| InitError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = Arc::new(AppState {
+            key_cache: auth::key_cache(config.cache.key_ttl_ms, config.cache.max_keys),
+            config,
+            store,
+            counters,
+            client,
+            ledger,
+            tasks,
+            metrics: Metrics::default(),
+            admin_token_hash,
+            rate_limiter,
+        });
+        Ok(App {
+            state,
+            listener,
+            ledger_stop,
+            ledger_writer,
+            generated_admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.listen)
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down in order.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let App {
+            state,
+            listener,
+            ledger_stop,
+            ledger_writer,
+            ..
+        } = self;
+        serve(listener, state.clone(), shutdown).await;
+        state.tasks.close();
+        state.tasks.wait().await;
+        ledger_stop.cancel();
+        if let Err(error) = ledger_writer.await {
+            tracing::error!(%error, "Ledger writer failed.");
+        }
+        state.store.close().await;
+        tracing::info!("Shutdown complete.");
+    }
+}
+
+/// The operator token: from the configured environment variable or key;
+/// else the stored one; else a new one, stored (hashed) and returned so the
+/// caller can print it once.
+async fn admin_token(
+    config: &Config,
+    store: &Store,
+) -> Result<(String, Option<String>), InitError> {
+    let from_env = std::env::var(&config.server.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    if let Some(token) = from_env {
+        return Ok((keys::hash_secret(&token), None));
+    }
+    if !config.server.admin_token.is_empty() {
+        return Ok((keys::hash_secret(config.server.admin_token.expose()), None));
+    }
+    if let Some(hash) = store.setting("admin_token_hash").await? {
+        return Ok((hash, None));
+    }
+    let token = format!("tga-{}", keys::random_base62(40));
+    let hash = keys::hash_secret(&token);
+    let stored = store.setting_or_insert("admin_token_hash", &hash).await?;
+    if stored == hash {
+        Ok((hash, Some(token)))
+    } else {
+        // Another process stored one first; that one is in force.
+        Ok((stored, None))
+    }
+}
+
+/// The accept loop: HTTP/1.1 with keep-alive, TCP_NODELAY, a bound on open
+/// connections, and a graceful drain of open connections on shutdown.
+async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(state.config.server.max_connections.max(1)));
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "Accept failed.");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_state = state.clone();
+        let service = service_fn(move |request| {
+            let state = conn_state.clone();
+            async move { Ok::<_, Infallible>(router::route(state, request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("Open connections outlived the shutdown grace period.");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Operations routes: `/healthz`, `/readyz`, `/metrics`.
+
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::http_body::Body;
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// The process is up.
+pub fn healthz() -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        r#"{"status":"ok"}"#.into(),
+    )
+}
+
+/// Whether the gateway can serve: database and counters answer. A
+/// database that does not answer degrades (known keys still work); counters
+/// that do not answer refuse (money cannot be checked).
+pub async fn readyz(state: &AppState) -> Response<Body> {
+    let timeout = std::time::Duration::from_secs(2);
+    let database = matches!(
+        tokio::time::timeout(timeout, state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let counters = matches!(
+        tokio::time::timeout(timeout, state.counters.ping()).await,
+        Ok(Ok(()))
+    );
+    let status = if database && counters {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let code = if counters {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": status,
+        "database": if database { "ok" } else { "unreachable" },
+        "counters": {"backend": state.counters.backend_name(), "status": if counters { "ok" } else { "unreachable" }},
+        "ledger_queue_depth": state.ledger.stats.depth(),
+    });
+    respond(code, "application/json", body.to_string())
+}
+
+pub fn metrics(state: &AppState) -> Response<Body> {
+    let stats = &state.ledger.stats;
+    let depth = stats.depth() as i64;
+    let failed = stats
+        .failed_batches
+        .load(std::sync::atomic::Ordering::Relaxed) as i64;
+    let body = state.metrics.render(&[
+        (
+            "tollgate_ledger_queue_depth",
+            "Usage rows waiting for the ledger writer.",
+            depth,
+        ),
+        (
+            "tollgate_ledger_failed_batches",
+            "Ledger batches that failed and were retried.",
+            failed,
+        ),
+    ]);
+    respond(StatusCode::OK, "text/plain; version=0.0.4", body)
+}

@@ -1,0 +1,711 @@
+//! The metered request path. `handle` is the only place that orders the
+//! phases; each phase is a plain function.
+//!
+//! ```text
+//!  1 authenticate  key → Principal (cache; store on miss)              401
+//!  2 read          body limit, content type, JSON, model               413/415/400
+//!  3 authorize     model → provider; billing target                   404/400/403
+//!  4 rate limit    per key requests per minute                         429
+//!  5 admit         hold an upper bound of the cost on the payer        402
+//!  6 forward       rewrite model/include_usage; pooled client          502/504
+//!  7 meter+settle  JSON: whole body; SSE: MeteredBody; settle once
+//!  8 record        row → ledger queue (never awaited)
+//! ```
+//!
+//! Refusals after authentication are recorded as rows with no cost, so an
+//! owner can see who was refused and why.
+
+pub mod settle;
+pub mod stream;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use self::settle::{Outcome, Pending, Status};
+use self::stream::{MeteredBody, Source};
+use crate::app::AppState;
+use crate::auth::{self, Principal};
+use crate::config::{ModelConfig, ProviderKind};
+use crate::counters::Reserve;
+use crate::error::{ErrorShape, GatewayError};
+use crate::http_body::Body;
+use crate::keys;
+use crate::meter::{self, UsageSource};
+use crate::money::Money;
+use crate::providers::{self, mock, Endpoint};
+use crate::store::UsageRow;
+
+/// Largest non-streamed upstream response read (for metering).
+const MAX_UPSTREAM_BODY: usize = 256 * 1024 * 1024;
+
+/// Who pays for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Billing {
+    pub account_id: String,
+    pub team_id: Option<String>,
+}
+
+pub async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+) -> Response<Body> {
+    let request_id = keys::new_id("req");
+    let shape = if endpoint == Endpoint::Messages {
+        ErrorShape::Anthropic
+    } else {
+        ErrorShape::OpenAi
+    };
+    match handle_inner(&state, request, endpoint, &request_id).await {
+        Ok(response) => response,
+        Err(error) => {
+            state.metrics.refused();
+            error.into_response(shape, &request_id)
+        }
+    }
+}
+
+/// The parts of a request known after reading it.
+struct Parsed {
+    json: Value,
+    model: String,
+    stream: bool,
+}
+
+async fn handle_inner(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    endpoint: Endpoint,
+    request_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let started = Instant::now();
+    let started_at = crate::app::now_ms();
+
+    // 1. Authenticate before reading the body: strangers cost nothing.
+    let token = auth::credential(request.headers()).ok_or(GatewayError::InvalidApiKey)?;
+    let principal = auth::authenticate_key(state, token).await?;
+
+    let (parts, body) = request.into_parts();
+    let mut row = UsageRow {
+        request_id: request_id.to_string(),
+        user_id: principal.user_id.clone(),
+        key_id: principal.key_id.clone(),
+        account_id: principal.user_id.clone(),
+        endpoint: endpoint.name().to_string(),
+        started_at,
+        ..UsageRow::default()
+    };
+
+    let admitted = admit(state, &principal, &parts.headers, body, endpoint, &mut row).await;
+    let (parsed, model, body_bytes, held, max_output) = match admitted {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            record_refusal(state, row, &error, started);
+            return Err(error);
+        }
+    };
+    let provider = state.config.provider_of(model);
+    let pending = Pending::new(
+        state.clone(),
+        row,
+        started,
+        model.price,
+        held,
+        body_bytes.clone(),
+        max_output,
+    );
+    forward(
+        state,
+        pending,
+        parsed,
+        model,
+        provider.kind,
+        &parts.headers,
+        endpoint,
+        body_bytes,
+    )
+    .await
+}
+
+/// Phases 2–5: read, authorize, rate-limit and hold money. On success the
+/// row names the model and payer and the hold is taken.
+async fn admit<'s>(
+    state: &'s AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Incoming,
+    endpoint: Endpoint,
+    row: &mut UsageRow,
+) -> Result<(Parsed, &'s ModelConfig, Bytes, Money, Option<u64>), GatewayError> {
+    // 2. Read.
+    let parsed_and_bytes = read_json(state, headers, body).await?;
+    let (parsed, body_bytes) = parsed_and_bytes;
+    row.model = parsed.model.clone();
+    row.streamed = parsed.stream;
+
+    // 3. Authorize.
+    let model = state
+        .config
+        .model(&parsed.model)
+        .ok_or_else(|| GatewayError::ModelNotFound(parsed.model.clone()))?;
+    let provider = state.config.provider_of(model);
+    row.provider = provider.name.clone();
+    if !providers::serves(provider.kind, endpoint) {
+        return Err(GatewayError::invalid(
+            format!(
+                "The model '{}' is served by a provider that does not speak {}; use {}.",
+                model.name,
+                endpoint.suffix(),
+                if provider.kind == ProviderKind::Anthropic {
+                    "/v1/messages"
+                } else {
+                    "/v1/chat/completions"
+                }
+            ),
+            Some("model"),
+        ));
+    }
+    let billing = resolve_billing(principal, headers)?;
+    row.account_id = billing.account_id.clone();
+    row.team_id = billing.team_id.clone();
+
+    // 4. Rate limit.
+    if let Some(limiter) = &state.rate_limiter {
+        if let Err(not_until) = limiter.check_key(&principal.key_id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(GatewayError::RateLimited {
+                limit: state.config.limits.rpm_per_key,
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+    }
+
+    // 5. Admit: hold an upper bound of the cost.
+    let max_output = requested_max_output(&parsed.json, endpoint);
+    let output_bound = if endpoint == Endpoint::Embeddings {
+        0
+    } else {
+        max_output
+            .or(model.max_output_tokens)
+            .unwrap_or(state.config.limits.default_max_output_tokens)
+    };
+    // Any tokenizer yields at most one token per two bytes of JSON text for
+    // ordinary prompts; the bound needs no tokenizer on the hot path.
+    let input_bound = (body_bytes.len() as u64).div_ceil(2);
+    let hold = model.price.bound(input_bound, output_bound);
+    hold_money(state, &billing.account_id, hold, output_bound, &model.name).await?;
+    Ok((parsed, model, body_bytes, hold, max_output))
+}
+
+async fn read_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(Parsed, Bytes), GatewayError> {
+    if let Some(content_type) = headers.get(http::header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or("");
+        if !text
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(GatewayError::UnsupportedMediaType);
+        }
+    }
+    let limit = state.config.server.max_body_bytes;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge(limit));
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return Err(GatewayError::PayloadTooLarge(limit));
+            }
+            return Err(GatewayError::invalid(
+                "The request body could not be read.",
+                None,
+            ));
+        }
+    };
+    let json: Value = serde_json::from_slice(&bytes).map_err(|error| {
+        GatewayError::invalid(
+            format!("The request body is not valid JSON: {error}."),
+            None,
+        )
+    })?;
+    if !json.is_object() {
+        return Err(GatewayError::invalid(
+            "The request body must be a JSON object.",
+            None,
+        ));
+    }
+    let model = match json.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "'model' must be a non-empty string.",
+                Some("model"),
+            ))
+        }
+        None => {
+            return Err(GatewayError::invalid(
+                "The request has no 'model'.",
+                Some("model"),
+            ))
+        }
+    };
+    let stream = match json.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "'stream' must be a boolean.",
+                Some("stream"),
+            ))
+        }
+    };
+    Ok((
+        Parsed {
+            json,
+            model,
+            stream,
+        },
+        bytes,
+    ))
+}
+
+fn requested_max_output(json: &Value, endpoint: Endpoint) -> Option<u64> {
+    endpoint
+        .max_output_field()
+        .iter()
+        .find_map(|field| json.get(*field).and_then(Value::as_u64))
+}
+
+/// The paying account: the `x-tollgate-billing` header, else the key's own
+/// setting.
+fn resolve_billing(principal: &Principal, headers: &HeaderMap) -> Result<Billing, GatewayError> {
+    let choice = match headers.get("x-tollgate-billing") {
+        Some(value) => value.to_str().map_err(|_| {
+            GatewayError::invalid(
+                "x-tollgate-billing must be 'personal' or 'team:<id>'.",
+                Some("x-tollgate-billing"),
+            )
+        })?,
+        None => principal.billing.as_str(),
+    };
+    match choice.trim() {
+        "personal" => Ok(Billing {
+            account_id: principal.user_id.clone(),
+            team_id: None,
+        }),
+        other => match other.strip_prefix("team:") {
+            // Team billing arrives with teams; until a team exists nobody
+            // is a member of it.
+            Some(team_id) if !team_id.is_empty() => {
+                Err(GatewayError::NotATeamMember(team_id.to_string()))
+            }
+            _ => Err(GatewayError::invalid(
+                "x-tollgate-billing must be 'personal' or 'team:<id>'.",
+                Some("x-tollgate-billing"),
+            )),
+        },
+    }
+}
+
+/// Holds `amount` on the account, seeding its counter from the store once
+/// when it is missing.
+async fn hold_money(
+    state: &AppState,
+    account: &str,
+    amount: Money,
+    output_bound: u64,
+    model: &str,
+) -> Result<(), GatewayError> {
+    for _ in 0..2 {
+        match state
+            .counters
+            .reserve(account, amount)
+            .await
+            .map_err(GatewayError::internal)?
+        {
+            Reserve::Held { .. } => return Ok(()),
+            Reserve::Insufficient { available } => {
+                return Err(GatewayError::InsufficientBalance(format!(
+                    "The paying account's balance (${available}) cannot cover this request's reserved cost \
+                     (${amount}: the prompt plus up to {output_bound} output tokens of {model}). \
+                     Add credits, or lower max_tokens."
+                )));
+            }
+            Reserve::Missing => {
+                let balance = state
+                    .store
+                    .recorded_balance(account)
+                    .await
+                    .map_err(GatewayError::internal)?;
+                state
+                    .counters
+                    .seed(account, balance)
+                    .await
+                    .map_err(GatewayError::internal)?;
+            }
+        }
+    }
+    Err(GatewayError::internal(
+        "balance counter could not be seeded",
+    ))
+}
+
+fn record_refusal(state: &AppState, mut row: UsageRow, error: &GatewayError, started: Instant) {
+    row.status = "refused".into();
+    row.error_code = Some(error.code().to_string());
+    row.http_status = i64::from(error.status().as_u16());
+    row.usage_source = "none".into();
+    row.latency_ms = started.elapsed().as_millis() as i64;
+    row.finished_at = crate::app::now_ms();
+    state.ledger.record(row);
+}
+
+/// Phase 6 onward: send upstream and hand the answer to the meter.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    state: &Arc<AppState>,
+    pending: Pending,
+    mut parsed: Parsed,
+    model: &ModelConfig,
+    kind: ProviderKind,
+    client_headers: &HeaderMap,
+    endpoint: Endpoint,
+    client_body: Bytes,
+) -> Result<Response<Body>, GatewayError> {
+    let provider = state.config.provider_of(model);
+    let (changed, strip_usage) = providers::rewrite_body(
+        &mut parsed.json,
+        endpoint,
+        provider,
+        &model.upstream_model,
+        &model.name,
+        parsed.stream,
+    );
+    let request_id = pending.request_id().to_string();
+
+    if kind == ProviderKind::Mock {
+        let answer = mock::respond(endpoint, &parsed.json, &model.upstream_model, parsed.stream);
+        let mut response = Response::new(Body::empty());
+        set_common_headers(response.headers_mut(), &request_id, answer.content_type);
+        if parsed.stream {
+            let source = Source::Mock(VecDeque::from(answer.chunks));
+            *response.body_mut() = Body::Metered(Box::new(MeteredBody::new(
+                source,
+                endpoint.protocol(),
+                strip_usage,
+                pending,
+                idle_timeout(state),
+            )));
+        } else {
+            let body: Bytes = answer.chunks.concat().into();
+            finish_json(pending, endpoint, &body, 200);
+            *response.body_mut() = Body::full(body);
+        }
+        return Ok(response);
+    }
+
+    let upstream_body = if changed {
+        Bytes::from(serde_json::to_vec(&parsed.json).map_err(GatewayError::internal)?)
+    } else {
+        client_body
+    };
+    let upstream_request =
+        providers::upstream_request(provider, endpoint, upstream_body, client_headers)
+            .map_err(GatewayError::internal)?;
+
+    if !parsed.stream {
+        // A non-streamed call runs to the end on a tracked task even if the
+        // client leaves: the upstream bills it in full, so Tollgate does too.
+        let task_state = state.clone();
+        let call = state.tasks.spawn(async move {
+            let result = call_upstream(&task_state, upstream_request).await;
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    let status = error.status().as_u16();
+                    pending.finish(Outcome::nothing(Status::Failed, status, Some(error.code())));
+                    return Err(error);
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let body = match read_upstream_body(&task_state, body).await {
+                Ok(body) => body,
+                Err(error) => {
+                    pending.finish(Outcome::nothing(
+                        Status::Failed,
+                        502,
+                        Some("upstream_disconnected"),
+                    ));
+                    return Err(error);
+                }
+            };
+            finish_json(pending, endpoint, &body, parts.status.as_u16());
+            Ok((parts, body))
+        });
+        let (parts, body) = call.await.map_err(GatewayError::internal)??;
+        let mut response = Response::new(Body::full(body));
+        *response.status_mut() = parts.status;
+        copy_upstream_headers(&parts.headers, response.headers_mut());
+        set_request_id(response.headers_mut(), &request_id);
+        return Ok(response);
+    }
+
+    let upstream = match call_upstream(state, upstream_request).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            let status = error.status().as_u16();
+            pending.finish(Outcome::nothing(Status::Failed, status, Some(error.code())));
+            return Err(error);
+        }
+    };
+    let (parts, body) = upstream.into_parts();
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = parts.status;
+    copy_upstream_headers(&parts.headers, response.headers_mut());
+    set_request_id(response.headers_mut(), &request_id);
+    let is_sse = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !parts.status.is_success() || !is_sse {
+        // An error status (or a JSON answer to a stream request): pass it
+        // through; it costs nothing unless it carries usage.
+        let body = match read_upstream_body(state, body).await {
+            Ok(body) => body,
+            Err(error) => {
+                pending.finish(Outcome::nothing(
+                    Status::Failed,
+                    502,
+                    Some("upstream_disconnected"),
+                ));
+                return Err(error);
+            }
+        };
+        finish_json(pending, endpoint, &body, parts.status.as_u16());
+        *response.body_mut() = Body::full(body);
+        return Ok(response);
+    }
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    *response.body_mut() = Body::Metered(Box::new(MeteredBody::new(
+        Source::Upstream(body),
+        endpoint.protocol(),
+        strip_usage,
+        pending,
+        idle_timeout(state),
+    )));
+    Ok(response)
+}
+
+fn idle_timeout(state: &AppState) -> Duration {
+    Duration::from_millis(state.config.upstream.idle_timeout_ms)
+}
+
+async fn call_upstream(
+    state: &AppState,
+    request: Request<http_body_util::Full<Bytes>>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let timeout = Duration::from_millis(state.config.upstream.response_timeout_ms);
+    match tokio::time::timeout(timeout, state.client.request(request)).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout),
+        Ok(Err(error)) => {
+            let mut detail = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                detail.push_str(": ");
+                detail.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::warn!(error = %detail, "Upstream request failed.");
+            if detail.contains("timed out") {
+                Err(GatewayError::UpstreamTimeout)
+            } else {
+                Err(GatewayError::UpstreamUnreachable(if error.is_connect() {
+                    "connection failed".into()
+                } else {
+                    "the connection broke".into()
+                }))
+            }
+        }
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+async fn read_upstream_body(state: &AppState, body: Incoming) -> Result<Bytes, GatewayError> {
+    let idle = Duration::from_millis(state.config.upstream.idle_timeout_ms);
+    match tokio::time::timeout(idle, Limited::new(body, MAX_UPSTREAM_BODY).collect()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout),
+        Ok(Err(_)) => Err(GatewayError::UpstreamUnreachable(
+            "the response broke off".into(),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Meters a whole JSON answer and settles.
+fn finish_json(pending: Pending, endpoint: Endpoint, body: &[u8], http_status: u16) {
+    if !(200..300).contains(&http_status) {
+        pending.finish(Outcome::nothing(
+            Status::UpstreamError,
+            http_status,
+            Some("upstream_status"),
+        ));
+        return;
+    }
+    let usage = match meter::usage_from_json(endpoint.protocol(), body) {
+        Some(usage) => (usage, UsageSource::Exact),
+        None => {
+            let input = pending.estimate_prompt_tokens();
+            let output = serde_json::from_slice::<Value>(body)
+                .map(|value| {
+                    let mut tally = meter::OutputTally::default();
+                    collect_output_text(&value, &mut tally);
+                    tally.estimate_tokens()
+                })
+                .unwrap_or(0);
+            (
+                meter::Usage {
+                    input_tokens: input,
+                    output_tokens: output,
+                    ..meter::Usage::default()
+                },
+                UsageSource::Estimated,
+            )
+        }
+    };
+    pending.finish(Outcome {
+        usage: Some(usage),
+        status: Status::Ok,
+        http_status,
+        error_code: None,
+    });
+}
+
+/// The generated text of a JSON answer, for the fallback estimate.
+fn collect_output_text(value: &Value, tally: &mut meter::OutputTally) {
+    for field in ["choices", "content", "output"] {
+        if let Some(part) = value.get(field) {
+            walk_text(part, tally);
+        }
+    }
+}
+
+fn walk_text(value: &Value, tally: &mut meter::OutputTally) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| walk_text(item, tally)),
+        Value::Object(map) => {
+            for (key, item) in map {
+                match (key.as_str(), item) {
+                    ("text" | "content" | "arguments", Value::String(text)) => tally.push(text),
+                    (_, Value::Array(_) | Value::Object(_)) => walk_text(item, tally),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Upstream headers the client may see: hop-by-hop headers and provider
+/// account identifiers stay behind.
+fn copy_upstream_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || lower == "openai-organization"
+            || lower == "openai-project"
+            || lower == "set-cookie"
+        {
+            continue;
+        }
+        if lower == "x-request-id" || lower == "request-id" {
+            to.insert("x-upstream-request-id", value.clone());
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+fn set_request_id(headers: &mut HeaderMap, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+}
+
+fn set_common_headers(headers: &mut HeaderMap, request_id: &str, content_type: &'static str) {
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    if content_type == "text/event-stream" {
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+    }
+    set_request_id(headers, request_id);
+}
+
+/// `GET /v1/models`: the models this key may use.
+pub async fn list_models(state: &AppState, request: &Request<Incoming>) -> Response<Body> {
+    let request_id = keys::new_id("req");
+    let principal = match auth::credential(request.headers()) {
+        Some(token) => auth::authenticate_key(state, token).await,
+        None => Err(GatewayError::InvalidApiKey),
+    };
+    if let Err(error) = principal {
+        return error.into_response(ErrorShape::OpenAi, &request_id);
+    }
+    let data: Vec<Value> = state
+        .config
+        .models
+        .iter()
+        .map(|model| {
+            serde_json::json!({
+                "id": model.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": state.config.providers[model.provider].name,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data});
+    let mut response = Response::new(Body::full(body.to_string()));
+    set_common_headers(response.headers_mut(), &request_id, "application/json");
+    *response.status_mut() = StatusCode::OK;
+    response
+}

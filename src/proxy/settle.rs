@@ -1,0 +1,179 @@
+//! Settlement: every admitted request settles exactly once.
+//!
+//! [`Pending`] is created when admission holds money. It is consumed by
+//! [`Pending::finish`], which prices the usage, returns the unused part of
+//! the hold to the counter and queues the ledger row. If it is dropped
+//! unfinished (the client went away while the upstream was being asked),
+//! `Drop` finishes it with no usage, so a hold is never leaked.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::app::AppState;
+use crate::counters::Counters;
+use crate::meter::{Usage, UsageSource};
+use crate::money::Money;
+use crate::pricing::ModelPrice;
+use crate::store::UsageRow;
+
+/// How a request ended, for its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The upstream answered 2xx and the response was delivered.
+    Ok,
+    /// The upstream answered an error status, or failed mid-stream.
+    UpstreamError,
+    /// The upstream could not be reached or timed out.
+    Failed,
+    /// The client went away before the response was complete.
+    ClientClosed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::UpstreamError => "upstream_error",
+            Status::Failed => "failed",
+            Status::ClientClosed => "client_closed",
+        }
+    }
+}
+
+/// What a finished request consumed.
+pub struct Outcome {
+    pub usage: Option<(Usage, UsageSource)>,
+    pub status: Status,
+    pub http_status: u16,
+    pub error_code: Option<&'static str>,
+}
+
+impl Outcome {
+    pub fn nothing(status: Status, http_status: u16, error_code: Option<&'static str>) -> Outcome {
+        Outcome {
+            usage: None,
+            status,
+            http_status,
+            error_code,
+        }
+    }
+}
+
+/// An admitted request's hold and attribution, until it settles.
+pub struct Pending {
+    state: Arc<AppState>,
+    row: UsageRow,
+    started: Instant,
+    price: ModelPrice,
+    held: Money,
+    /// The client's request body, kept for the fallback token estimate.
+    pub request_body: Bytes,
+    pub max_output_tokens: Option<u64>,
+    done: bool,
+}
+
+impl Pending {
+    pub fn new(
+        state: Arc<AppState>,
+        row: UsageRow,
+        started: Instant,
+        price: ModelPrice,
+        held: Money,
+        request_body: Bytes,
+        max_output_tokens: Option<u64>,
+    ) -> Pending {
+        state.metrics.reservation_opened();
+        Pending {
+            state,
+            row,
+            started,
+            price,
+            held,
+            request_body,
+            max_output_tokens,
+            done: false,
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.row.request_id
+    }
+
+    /// Tokens of the request's prompt, counted with the tokenizer.
+    pub fn estimate_prompt_tokens(&self) -> u64 {
+        serde_json::from_slice(&self.request_body)
+            .map(|value| crate::meter::estimate_prompt_tokens(&value))
+            .unwrap_or_else(|_| {
+                crate::meter::count_tokens(&String::from_utf8_lossy(&self.request_body))
+            })
+    }
+
+    /// Settles: prices the usage, releases the rest of the hold, records.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.done = true;
+        self.settle(outcome);
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        let (usage, source) = match outcome.usage {
+            Some((usage, source)) => (usage, Some(source)),
+            None => (Usage::default(), None),
+        };
+        let cost = self.price.cost(&usage);
+        let row = &mut self.row;
+        row.input_tokens = usage.input_tokens as i64;
+        row.cached_tokens = usage.cached_tokens as i64;
+        row.cache_write_tokens = usage.cache_write_tokens as i64;
+        row.output_tokens = usage.output_tokens as i64;
+        row.reasoning_tokens = usage.reasoning_tokens as i64;
+        row.cost_nano = cost.nano();
+        row.usage_source = source.map_or("none", UsageSource::as_str).to_string();
+        row.status = outcome.status.as_str().to_string();
+        row.error_code = outcome.error_code.map(str::to_string);
+        row.http_status = i64::from(outcome.http_status);
+        row.latency_ms = self.started.elapsed().as_millis() as i64;
+        row.finished_at = crate::app::now_ms();
+
+        let state = &self.state;
+        state.metrics.reservation_closed();
+        state.metrics.record_usage(&usage, cost, outcome.status);
+        // Return the unused part of the hold (or take the excess, if the
+        // estimate was low): one atomic step on the counter.
+        let delta = self.held.saturating_sub(cost);
+        if delta != Money::ZERO {
+            let account = row.account_id.clone();
+            match &state.counters {
+                Counters::Memory(memory) => {
+                    if let Err(error) = memory.adjust(&account, delta) {
+                        tracing::error!(%error, "Settlement failed.");
+                    }
+                }
+                Counters::Redis(_) => {
+                    let task_state = state.clone();
+                    let request_id = row.request_id.clone();
+                    state.tasks.spawn(async move {
+                        if let Err(error) = task_state.counters.adjust(&account, delta).await {
+                            tracing::error!(request_id, %error, "Settlement failed.");
+                        }
+                    });
+                }
+            }
+        }
+        state.ledger.record(std::mem::take(&mut self.row));
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.settle(Outcome::nothing(
+                Status::ClientClosed,
+                499,
+                Some("client_closed"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Durable records: users, keys, credits, the usage ledger, settings.
+//!
+//! One implementation over `sqlx::AnyPool` serves both backends (SQLite for
+//! the embedded default, PostgreSQL in production): the schema and every
+//! statement are written in the SQL both dialects share (`$N` parameters,
+//! `ON CONFLICT … DO NOTHING`, BIGINT epoch milliseconds and nano-dollars).
+//! Methods are named by intent. The request path calls the store only on a
+//! key-cache miss and to seed a counter; the ledger writer is the only
+//! writer of usage rows.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::money::Money;
+
+/// A storage failure; its detail goes to logs, never to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the record conflicts with an existing one")]
+    Conflict,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn map_unique(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Database(error),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub created_at: i64,
+}
+
+/// A stored API key (never the key itself: only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub key_hash: String,
+    pub billing: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// One attribution row of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageRow {
+    pub request_id: String,
+    pub user_id: String,
+    pub key_id: String,
+    pub account_id: String,
+    pub team_id: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub endpoint: String,
+    pub streamed: bool,
+    pub input_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nano: i64,
+    pub usage_source: String,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub http_status: i64,
+    pub latency_ms: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+const USAGE_COLUMNS: &str =
+    "request_id, user_id, key_id, account_id, team_id, model, provider, endpoint, streamed, \
+     input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, \
+     usage_source, status, error_code, http_status, latency_ms, started_at, finished_at";
+const USAGE_COLUMN_COUNT: usize = 22;
+
+/// The database behind the gateway.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Connects (creating a SQLite file when missing).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres");
+        let url = if postgres || url.contains("mode=") || url.contains(":memory:") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        let options = sqlx::any::AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if !postgres {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, postgres })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A cheap round trip for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // === Users ===
+
+    pub async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_unique)?;
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, email, name, created_at FROM users WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, email, name, created_at FROM users WHERE email = $1 AND deleted_at IS NULL",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    // === Keys ===
+
+    pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, billing, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.user_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(&key.billing)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_unique)?;
+        Ok(())
+    }
+
+    /// The live key with this hash whose owner is not deleted.
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT k.id, k.user_id, k.name, k.prefix, k.key_hash, k.billing, k.created_at, k.revoked_at \
+             FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+
+    pub async fn keys_of_user(&self, user_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, name, prefix, key_hash, billing, created_at, revoked_at \
+             FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn key_of_user(
+        &self,
+        user_id: &str,
+        key_id: &str,
+    ) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, user_id, name, prefix, key_hash, billing, created_at, revoked_at \
+             FROM api_keys WHERE user_id = $1 AND id = $2",
+        )
+        .bind(user_id)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+
+    pub async fn set_key_billing(&self, key_id: &str, billing: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET billing = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(billing)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn revoke_key(&self, key_id: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // === Money ===
+
+    pub async fn add_credit(
+        &self,
+        id: &str,
+        user_id: &str,
+        amount: Money,
+        note: Option<&str>,
+        created_by: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credits (id, user_id, amount_nano, note, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(amount.nano())
+        .bind(note)
+        .bind(created_by)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The durable balance of an account: credits minus recorded spend.
+    /// Rows still queued for the ledger are not in it; counters are.
+    pub async fn recorded_balance(&self, account_id: &str) -> Result<Money, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+               CAST(COALESCE((SELECT SUM(amount_nano) FROM credits WHERE user_id = $1), 0) AS BIGINT) AS credit, \
+               CAST(COALESCE((SELECT SUM(cost_nano) FROM usage_rows WHERE account_id = $1), 0) AS BIGINT) AS spent",
+        )
+        .bind(account_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let credit: i64 = row.try_get("credit")?;
+        let spent: i64 = row.try_get("spent")?;
+        Ok(Money::from_nano(credit.saturating_sub(spent)))
+    }
+
+    // === Ledger ===
+
+    /// Inserts rows; a row whose request id is already stored is skipped, so
+    /// a retried batch never counts twice. Returns the rows newly stored.
+    pub async fn insert_usage_rows(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = String::with_capacity(64 + rows.len() * USAGE_COLUMN_COUNT * 5);
+        sql.push_str("INSERT INTO usage_rows (");
+        sql.push_str(USAGE_COLUMNS);
+        sql.push_str(") VALUES ");
+        let mut n = 0;
+        for (i, _) in rows.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..USAGE_COLUMN_COUNT {
+                if c > 0 {
+                    sql.push(',');
+                }
+                n += 1;
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for row in rows {
+            query = query
+                .bind(&row.request_id)
+                .bind(&row.user_id)
+                .bind(&row.key_id)
+                .bind(&row.account_id)
+                .bind(&row.team_id)
+                .bind(&row.model)
+                .bind(&row.provider)
+                .bind(&row.endpoint)
+                .bind(i64::from(row.streamed))
+                .bind(row.input_tokens)
+                .bind(row.cached_tokens)
+                .bind(row.cache_write_tokens)
+                .bind(row.output_tokens)
+                .bind(row.reasoning_tokens)
+                .bind(row.cost_nano)
+                .bind(&row.usage_source)
+                .bind(&row.status)
+                .bind(&row.error_code)
+                .bind(row.http_status)
+                .bind(row.latency_ms)
+                .bind(row.started_at)
+                .bind(row.finished_at);
+        }
+        let done = query.execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn usage_row(&self, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
+        let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_rows WHERE request_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| usage_from_row(&r)).transpose()
+    }
+
+    pub async fn usage_rows_of_account(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let sql = format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_rows WHERE account_id = $1 ORDER BY started_at, request_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_from_row).collect()
+    }
+
+    // === Settings ===
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// Stores a setting unless one is there; returns the value in force.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(self
+            .setting(key)
+            .await?
+            .unwrap_or_else(|| value.to_string()))
+    }
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
+    Ok(KeyRow {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        key_hash: row.try_get("key_hash")?,
+        billing: row.try_get("billing")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn usage_from_row(row: &AnyRow) -> Result<UsageRow, StoreError> {
+    Ok(UsageRow {
+        request_id: row.try_get("request_id")?,
+        user_id: row.try_get("user_id")?,
+        key_id: row.try_get("key_id")?,
+        account_id: row.try_get("account_id")?,
+        team_id: row.try_get("team_id")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        endpoint: row.try_get("endpoint")?,
+        streamed: row.try_get::<i64, _>("streamed")? != 0,
+        input_tokens: row.try_get("input_tokens")?,
+        cached_tokens: row.try_get("cached_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        cost_nano: row.try_get("cost_nano")?,
+        usage_source: row.try_get("usage_source")?,
+        status: row.try_get("status")?,
+        error_code: row.try_get("error_code")?,
+        http_status: row.try_get("http_status")?,
+        latency_ms: row.try_get("latency_ms")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}

@@ -1,0 +1,13 @@
+#![allow(dead_code)]
+
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+/// Reads a file of `tests/fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

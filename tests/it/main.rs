@@ -1,0 +1,13 @@
+//! One integration test binary (it links once). Every test talks to real
+//! things: the gateway on a socket, SQLite or Postgres, in-process counters
+//! or Redis; only the model provider is a mock, speaking the wire formats.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod admin_users;
+mod concurrency;
+mod fixtures;
+mod proxy;
+mod sdk;

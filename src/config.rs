@@ -712,6 +712,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config/tollgate.example.toml");
+        let config = Config::from_parts(text, &[], |_| Some("secret".to_string())).unwrap();
+        assert_eq!(config.providers.len(), 3);
+        assert!(config.model("claude-sonnet-4-5").is_some());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let error = load("[server]\nlisten='nope'\n", &[]).unwrap_err();
         assert_eq!(error.key, "server.listen");

@@ -212,6 +212,9 @@ impl GatewayError {
                     HeaderValue::from(*retry_after_secs),
                 );
             }
+            GatewayError::Unavailable(_) => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response

@@ -1,7 +1,9 @@
 //! The ledger writer: attribution rows reach the store off the request path.
 //!
 //! Settlement hands a [`UsageRow`] to [`LedgerSender::record`], which never
-//! waits: a full queue hands the row to a tracked task that waits for room.
+//! waits: a full queue hands the row to a tracked task that waits for room,
+//! and admission refuses new requests (503) while the queue is full, so the
+//! rows in memory are bounded by the capacity plus the requests in flight.
 //! One writer task batches rows (by `batch_size` or `flush_interval_ms`,
 //! whichever comes first) into multi-row inserts that skip request ids
 //! already stored, so a retried batch never counts twice. A failed batch is
@@ -39,11 +41,18 @@ impl LedgerStats {
 #[derive(Clone)]
 pub struct LedgerSender {
     tx: mpsc::Sender<UsageRow>,
+    capacity: u64,
     tasks: TaskTracker,
     pub stats: Arc<LedgerStats>,
 }
 
 impl LedgerSender {
+    /// Whether rows wait beyond the queue's capacity. Admission refuses new
+    /// requests then (fail closed), which bounds the memory rows can take.
+    pub fn is_saturated(&self) -> bool {
+        self.stats.depth() >= self.capacity
+    }
+
     /// Queues a row without waiting.
     pub fn record(&self, row: UsageRow) {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +84,7 @@ pub fn start(
     let stats = Arc::new(LedgerStats::default());
     let sender = LedgerSender {
         tx,
+        capacity: config.queue_capacity as u64,
         tasks,
         stats: stats.clone(),
     };

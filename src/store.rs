@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 use crate::money::Money;
 
@@ -87,6 +87,36 @@ const USAGE_COLUMNS: &str =
      input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, \
      usage_source, status, error_code, http_status, latency_ms, started_at, finished_at";
 const USAGE_COLUMN_COUNT: usize = 22;
+/// Rows per multi-row insert (22 parameters each). SQLite prepares long
+/// statements slowly, so it gets short ones.
+const PG_ROWS_PER_STATEMENT: usize = 100;
+const SQLITE_ROWS_PER_STATEMENT: usize = 32;
+
+/// `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING` for `n` rows.
+fn insert_usage_sql(n: usize) -> String {
+    let mut sql = String::with_capacity(64 + n * USAGE_COLUMN_COUNT * 5);
+    sql.push_str("INSERT INTO usage_rows (");
+    sql.push_str(USAGE_COLUMNS);
+    sql.push_str(") VALUES ");
+    let mut param = 0;
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..USAGE_COLUMN_COUNT {
+            if c > 0 {
+                sql.push(',');
+            }
+            param += 1;
+            sql.push('$');
+            sql.push_str(&param.to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql
+}
 
 /// The database behind the gateway.
 #[derive(Clone, Debug)]
@@ -109,7 +139,11 @@ impl Store {
         } else {
             format!("{url}?mode=rwc")
         };
-        let options = sqlx::any::AnyConnectOptions::from_str(&url)?;
+        // Statements are logged at debug level only: a slow batch insert
+        // must not print its whole SQL at warn.
+        let options = sqlx::any::AnyConnectOptions::from_str(&url)?
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
@@ -304,61 +338,55 @@ impl Store {
 
     // === Ledger ===
 
-    /// Inserts rows; a row whose request id is already stored is skipped, so
-    /// a retried batch never counts twice. Returns the rows newly stored.
+    /// Inserts rows in one transaction; a row whose request id is already
+    /// stored is skipped, so a retried batch never counts twice. Returns the
+    /// rows newly stored.
+    ///
+    /// Rows go in multi-row statements (fewer round trips to the database
+    /// or to SQLite's worker thread), short enough to prepare quickly.
     pub async fn insert_usage_rows(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut sql = String::with_capacity(64 + rows.len() * USAGE_COLUMN_COUNT * 5);
-        sql.push_str("INSERT INTO usage_rows (");
-        sql.push_str(USAGE_COLUMNS);
-        sql.push_str(") VALUES ");
-        let mut n = 0;
-        for (i, _) in rows.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
+        let per_statement = if self.postgres {
+            PG_ROWS_PER_STATEMENT
+        } else {
+            SQLITE_ROWS_PER_STATEMENT
+        };
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for chunk in rows.chunks(per_statement) {
+            let sql = insert_usage_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.request_id)
+                    .bind(&row.user_id)
+                    .bind(&row.key_id)
+                    .bind(&row.account_id)
+                    .bind(&row.team_id)
+                    .bind(&row.model)
+                    .bind(&row.provider)
+                    .bind(&row.endpoint)
+                    .bind(i64::from(row.streamed))
+                    .bind(row.input_tokens)
+                    .bind(row.cached_tokens)
+                    .bind(row.cache_write_tokens)
+                    .bind(row.output_tokens)
+                    .bind(row.reasoning_tokens)
+                    .bind(row.cost_nano)
+                    .bind(&row.usage_source)
+                    .bind(&row.status)
+                    .bind(&row.error_code)
+                    .bind(row.http_status)
+                    .bind(row.latency_ms)
+                    .bind(row.started_at)
+                    .bind(row.finished_at);
             }
-            sql.push('(');
-            for c in 0..USAGE_COLUMN_COUNT {
-                if c > 0 {
-                    sql.push(',');
-                }
-                n += 1;
-                sql.push('$');
-                sql.push_str(&n.to_string());
-            }
-            sql.push(')');
+            stored += query.execute(&mut *tx).await?.rows_affected();
         }
-        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-        let mut query = sqlx::query(&sql);
-        for row in rows {
-            query = query
-                .bind(&row.request_id)
-                .bind(&row.user_id)
-                .bind(&row.key_id)
-                .bind(&row.account_id)
-                .bind(&row.team_id)
-                .bind(&row.model)
-                .bind(&row.provider)
-                .bind(&row.endpoint)
-                .bind(i64::from(row.streamed))
-                .bind(row.input_tokens)
-                .bind(row.cached_tokens)
-                .bind(row.cache_write_tokens)
-                .bind(row.output_tokens)
-                .bind(row.reasoning_tokens)
-                .bind(row.cost_nano)
-                .bind(&row.usage_source)
-                .bind(&row.status)
-                .bind(&row.error_code)
-                .bind(row.http_status)
-                .bind(row.latency_ms)
-                .bind(row.started_at)
-                .bind(row.finished_at);
-        }
-        let done = query.execute(&self.pool).await?;
-        Ok(done.rows_affected())
+        tx.commit().await?;
+        Ok(stored)
     }
 
     pub async fn usage_row(&self, request_id: &str) -> Result<Option<UsageRow>, StoreError> {

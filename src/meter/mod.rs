@@ -691,4 +691,18 @@ mod tests {
             assert_eq!(meter.reported_usage().unwrap().output_tokens, 2);
         }
     }
+
+    proptest::proptest! {
+        /// No input makes the meter panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            for protocol in [Protocol::OpenAiChat, Protocol::OpenAiResponses, Protocol::Anthropic] {
+                let _ = usage_from_json(protocol, &body);
+                let mut meter = StreamMeter::new(protocol, true);
+                meter.feed(&body, |_, _| {});
+                meter.finish();
+                let _ = meter.conclude(true, Some(10), || 1);
+            }
+        }
+    }
 }

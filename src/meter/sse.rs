@@ -255,4 +255,27 @@ mod tests {
         });
         assert_eq!(out, vec!["ok".to_string()]);
     }
+
+    proptest::proptest! {
+        /// Any split of any bytes yields the same events as the whole.
+        #[test]
+        fn split_invariance(body in proptest::collection::vec(proptest::prop_oneof![
+            proptest::strategy::Just(b'\n'), proptest::strategy::Just(b'\r'), proptest::strategy::Just(b':'),
+            proptest::strategy::Just(b' '), proptest::strategy::Just(b'd'), proptest::strategy::Just(b'a'),
+            proptest::strategy::Just(b't'), proptest::strategy::Just(0xC3u8), proptest::strategy::Just(0xA9u8),
+            proptest::num::u8::ANY], 0..300), cuts in proptest::collection::vec(0usize..300, 0..20)) {
+            let mut sorted = cuts.clone();
+            sorted.sort_unstable();
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut last = 0;
+            for cut in sorted {
+                if cut > last && cut < body.len() {
+                    pieces.push(&body[last..cut]);
+                    last = cut;
+                }
+            }
+            pieces.push(&body[last..]);
+            proptest::prop_assert_eq!(collect(&[&body]), collect(&pieces));
+        }
+    }
 }

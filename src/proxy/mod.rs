@@ -189,7 +189,13 @@ async fn admit<'s>(
         }
     }
 
-    // 5. Admit: hold an upper bound of the cost.
+    // 5. Admit: hold an upper bound of the cost. A ledger that cannot keep
+    // up refuses first: money it could not record is not spent.
+    if state.ledger.is_saturated() {
+        return Err(GatewayError::Unavailable(
+            "The usage ledger is behind; the request was not forwarded. Retry shortly.".into(),
+        ));
+    }
     let max_output = requested_max_output(&parsed.json, endpoint);
     let output_bound = if endpoint == Endpoint::Embeddings {
         0

@@ -634,3 +634,100 @@ async fn ops_routes_answer(backend: Backend) {
     gw.finish().await;
 }
 both_backends!(ops_routes_answer);
+
+async fn a_stalled_ledger_refuses_new_requests(backend: Backend) {
+    use sqlx::Connection;
+    let upstream = fixture_upstream().await;
+    let storage = crate::helpers::gateway::TestStorage::new(backend).await;
+    let gw = TestGateway::start_on(
+        storage,
+        &standard_models(&upstream.base_url()),
+        "",
+        &[
+            ("TOLLGATE_LEDGER__QUEUE_CAPACITY", "3"),
+            ("TOLLGATE_LEDGER__BATCH_SIZE", "1"),
+        ],
+    )
+    .await;
+    let (user_id, key) = gw.user_with_credit("stall@example.com", "1").await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", &key, chat("gpt-4o-mini"))
+            .await
+            .status,
+        200
+    );
+    gw.ledger_idle().await;
+
+    // Hold a lock that stops the ledger writer's inserts.
+    let url = gw.storage.database_url.clone();
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let locker = tokio::spawn(async move {
+        if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            sqlx::query("LOCK TABLE usage_rows IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.await.unwrap();
+            tx.rollback().await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN EXCLUSIVE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.await.unwrap();
+            sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+        }
+    });
+    locked_rx.await.unwrap();
+
+    let mut served = 1;
+    let mut refused = None;
+    for _ in 0..10 {
+        let reply = gw
+            .post("/v1/chat/completions", &key, chat("gpt-4o-mini"))
+            .await;
+        match reply.status {
+            200 => served += 1,
+            503 => {
+                refused = Some(reply);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", reply.text()),
+        }
+    }
+    let refused = refused.expect("a full ledger queue must refuse new requests");
+    assert_eq!(
+        refused.header("retry-after"),
+        Some("1"),
+        "{:?} {}",
+        refused.headers,
+        refused.text()
+    );
+    assert!(served <= 5, "served {served} with a queue of 3");
+
+    release_tx.send(()).unwrap();
+    locker.await.unwrap();
+    gw.ledger_idle().await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", &key, chat("gpt-4o-mini"))
+            .await
+            .status,
+        200
+    );
+    served += 1;
+    gw.ledger_idle().await;
+    let rows = gw.store().usage_rows_of_account(&user_id).await.unwrap();
+    assert_eq!(
+        rows.iter().filter(|r| r.status == "ok").count(),
+        served,
+        "every served request has its row"
+    );
+    gw.finish().await;
+}
+both_backends!(a_stalled_ledger_refuses_new_requests);

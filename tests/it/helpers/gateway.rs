@@ -208,10 +208,16 @@ impl TestGateway {
     /// Starts with extra TOML: bare keys land in `[server]`, then sections.
     pub async fn start_with(backend: Backend, models: &str, extra: &str) -> TestGateway {
         let storage = TestStorage::new(backend).await;
-        Self::start_on(storage, models, extra).await
+        Self::start_on(storage, models, extra, &[]).await
     }
 
-    pub async fn start_on(storage: TestStorage, models: &str, extra: &str) -> TestGateway {
+    /// Starts on given storage; `overrides` are `TOLLGATE_…` pairs.
+    pub async fn start_on(
+        storage: TestStorage,
+        models: &str,
+        extra: &str,
+        overrides: &[(&str, &str)],
+    ) -> TestGateway {
         let text = format!(
             r#"
 [server]
@@ -233,7 +239,11 @@ flush_interval_ms = 5
 "#,
             storage.database_url, storage.redis_url, storage.redis_prefix
         );
-        let config = Config::from_parts(&text, &[], |_| None).unwrap();
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::from_parts(&text, &overrides, |_| None).unwrap();
         let app = App::build(config).await.unwrap();
         let addr = app.local_addr();
         let state = app.state();

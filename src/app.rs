@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,7 @@ use crate::counters::Counters;
 use crate::keys;
 use crate::ledger::{self, LedgerSender};
 use crate::metrics::Metrics;
+use crate::policy::{self, PolicyCache};
 use crate::providers::{self, UpstreamClient};
 use crate::router;
 use crate::store::Store;
@@ -35,6 +37,35 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The gateway's clock: the system's, or a manual one that tests move
+/// (month rollovers, invitation expiry).
+#[derive(Clone, Debug, Default)]
+pub struct Clock(Option<Arc<AtomicI64>>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    pub fn manual(start_ms: i64) -> Clock {
+        Clock(Some(Arc::new(AtomicI64::new(start_ms))))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match &self.0 {
+            Some(manual) => manual.load(Ordering::Relaxed),
+            None => now_ms(),
+        }
+    }
+
+    /// Moves a manual clock; a system clock ignores it.
+    pub fn set_ms(&self, ms: i64) {
+        if let Some(manual) = &self.0 {
+            manual.store(ms, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Everything a request may touch, shared by all of them.
@@ -49,6 +80,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub admin_token_hash: String,
     pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    pub policy_cache: PolicyCache,
+    pub clock: Clock,
 }
 
 /// Why the gateway could not start.
@@ -87,6 +120,10 @@ pub async fn open_store(config: &Config) -> Result<Store, InitError> {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, InitError> {
+        App::build_with_clock(config, Clock::system()).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Clock) -> Result<App, InitError> {
         let store = open_store(&config).await?;
         let counters = if config.storage.redis_url.is_empty() {
             Counters::memory()
@@ -114,6 +151,8 @@ impl App {
                 })?;
         let state = Arc::new(AppState {
             key_cache: auth::key_cache(config.cache.key_ttl_ms, config.cache.max_keys),
+            policy_cache: policy::policy_cache(config.cache.key_ttl_ms),
+            clock,
             config,
             store,
             counters,

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Most connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// The gateway's public base URL, used in invitation and join links.
+    /// Empty: `http://` + `listen`.
+    pub public_url: String,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             admin_token: Secret::default(),
             shutdown_grace_secs: 30,
             max_connections: 10_000,
+            public_url: String::new(),
         }
     }
 }
@@ -365,6 +369,15 @@ impl Config {
 
     pub fn provider_of(&self, model: &ModelConfig) -> &ProviderConfig {
         &self.providers[model.provider]
+    }
+
+    /// The base of links handed to people (invitations, join links).
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
     }
 
     pub fn uses_postgres(&self) -> bool {

@@ -22,6 +22,7 @@ pub mod meter;
 pub mod metrics;
 pub mod money;
 pub mod ops;
+pub mod policy;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;

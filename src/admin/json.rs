@@ -45,6 +45,32 @@ pub async fn read<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, 
     })
 }
 
+/// Reads a JSON object, refusing fields outside `allowed` (400 naming the
+/// field). For routes where `null` and an absent field mean different
+/// things (null clears a limit).
+pub async fn object(
+    request: Request<Incoming>,
+    allowed: &[&str],
+) -> Result<serde_json::Map<String, Value>, GatewayError> {
+    let value: Value = read(request).await?;
+    let Value::Object(map) = value else {
+        return Err(GatewayError::invalid(
+            "The request body must be a JSON object.",
+            None,
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(GatewayError::invalid(
+            format!(
+                "Unknown field '{unknown}'; expected one of: {}.",
+                allowed.join(", ")
+            ),
+            Some(unknown),
+        ));
+    }
+    Ok(map)
+}
+
 /// A money input: a decimal string or a JSON number, read as decimal text.
 pub fn money(value: &Value, field: &str) -> Result<Money, GatewayError> {
     let text = match value {

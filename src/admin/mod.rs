@@ -5,7 +5,10 @@
 //! are 400 with `error.param` naming the field. The request path never
 //! imports this module.
 
+mod invitations;
 mod json;
+mod teams;
+mod usage;
 mod users;
 
 use std::sync::Arc;
@@ -38,7 +41,7 @@ impl Caller {
         }
     }
 
-    fn require_user(&self) -> Result<&Principal, GatewayError> {
+    pub(crate) fn require_user(&self) -> Result<&Principal, GatewayError> {
         match self {
             Caller::User(principal) => Ok(principal),
             Caller::Operator => Err(GatewayError::Forbidden(
@@ -90,10 +93,92 @@ async fn route(
             users::update_my_key(state, &caller, id, request).await
         }
         (&Method::DELETE, ["me", "keys", id]) => users::revoke_my_key(state, &caller, id).await,
+        (&Method::POST, ["teams"]) => teams::create(state, &caller, request).await,
+        (&Method::GET, ["teams"]) => teams::list(state, &caller).await,
+        (&Method::GET, ["teams", id]) => teams::overview(state, &caller, id).await,
+        (&Method::PATCH, ["teams", id]) => teams::update(state, &caller, id, request).await,
+        (&Method::DELETE, ["teams", id]) => teams::delete(state, &caller, id).await,
+        (&Method::POST, ["teams", id, "transfer"]) => {
+            teams::transfer(state, &caller, id, request).await
+        }
+        (&Method::GET, ["teams", id, "members"]) => teams::members(state, &caller, id).await,
+        (&Method::PATCH, ["teams", id, "members", user]) => {
+            teams::update_member(state, &caller, id, user, request).await
+        }
+        (&Method::DELETE, ["teams", id, "members", user]) => {
+            teams::remove_member(state, &caller, id, user).await
+        }
+        (&Method::POST, ["teams", id, "invitations"]) => {
+            invitations::create(state, &caller, id, request).await
+        }
+        (&Method::GET, ["teams", id, "invitations"]) => invitations::list(state, &caller, id).await,
+        (&Method::DELETE, ["teams", id, "invitations", invitation]) => {
+            invitations::revoke(state, &caller, id, invitation).await
+        }
+        (&Method::PUT, ["teams", id, "invite-link"]) => {
+            invitations::set_link(state, &caller, id, request).await
+        }
+        (&Method::GET, ["teams", id, "join-requests"]) => {
+            invitations::list_join_requests(state, &caller, id).await
+        }
+        (&Method::POST, ["teams", id, "join-requests", join, "approve"]) => {
+            invitations::decide(state, &caller, id, join, true).await
+        }
+        (&Method::POST, ["teams", id, "join-requests", join, "deny"]) => {
+            invitations::decide(state, &caller, id, join, false).await
+        }
+        (&Method::GET, ["teams", id, "usage"]) => usage::report(state, &caller, id, &request).await,
+        (&Method::GET, ["teams", id, "audit"]) => {
+            usage::audit_trail(state, &caller, id, &request).await
+        }
+        (&Method::POST, ["invitations", token, "accept"]) => {
+            invitations::accept(state, &caller, token).await
+        }
+        (&Method::POST, ["join", token]) => invitations::join(state, &caller, token).await,
         _ => Err(GatewayError::NotFound(format!(
             "No route for {method} {path}."
         ))),
     }
+}
+
+/// The audit name of a caller: a user id, or `operator`.
+pub fn actor(caller: &Caller) -> String {
+    match caller {
+        Caller::Operator => "operator".into(),
+        Caller::User(principal) => principal.user_id.clone(),
+    }
+}
+
+/// Appends one entry to the audit trail (never updated or deleted).
+pub async fn audit(
+    state: &AppState,
+    team_id: Option<&str>,
+    caller: &Caller,
+    action: &str,
+    target: Option<&str>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> Result<(), GatewayError> {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let at = state.clock.now_ms();
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Ids sort by time, then by order within this process.
+    let id = format!("aud_{at:013}_{sequence:010}_{}", keys::random_base62(6));
+    let entry = crate::store::AuditEntry {
+        id,
+        team_id: team_id.map(str::to_string),
+        actor: actor(caller),
+        action: action.to_string(),
+        target: target.map(str::to_string),
+        before_json: before.map(|v| v.to_string()),
+        after_json: after.map(|v| v.to_string()),
+        at,
+    };
+    state
+        .store
+        .append_audit(&entry)
+        .await
+        .map_err(GatewayError::internal)
 }
 
 /// A JSON response.

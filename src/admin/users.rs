@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{current_balance, json as body, respond, rfc3339, Caller};
+use super::{audit, current_balance, json as body, respond, rfc3339, Caller};
 use crate::app::{now_ms, AppState};
 use crate::auth;
 use crate::error::GatewayError;
@@ -65,14 +65,27 @@ fn key_json(key: &KeyRow) -> Value {
     })
 }
 
-/// Checks a billing choice's syntax. Team membership is checked when the
-/// key is used and when teams exist.
-fn billing(value: Option<&str>) -> Result<String, GatewayError> {
+/// Checks a billing choice: `personal`, or a team the key's owner is a
+/// member of (checked again on every request).
+async fn billing(
+    state: &AppState,
+    user_id: &str,
+    value: Option<&str>,
+) -> Result<String, GatewayError> {
     match value.map(str::trim) {
         None | Some("personal") => Ok("personal".into()),
-        Some(other) if other.strip_prefix("team:").is_some_and(|id| !id.is_empty()) => Err(
-            GatewayError::NotATeamMember(other["team:".len()..].to_string()),
-        ),
+        Some(other) if other.strip_prefix("team:").is_some_and(|id| !id.is_empty()) => {
+            let team_id = &other["team:".len()..];
+            match state
+                .store
+                .member(team_id, user_id)
+                .await
+                .map_err(store_error)?
+            {
+                Some(_) => Ok(other.to_string()),
+                None => Err(GatewayError::NotATeamMember(team_id.to_string())),
+            }
+        }
         Some(_) => Err(GatewayError::invalid(
             "'billing' must be \"personal\" or \"team:<team_id>\".",
             Some("billing"),
@@ -104,6 +117,16 @@ pub async fn create_user(
         }
         Err(error) => return Err(store_error(error)),
     }
+    audit(
+        state,
+        None,
+        caller,
+        "user.create",
+        Some(&user.id),
+        None,
+        Some(json!({"email": user.email})),
+    )
+    .await?;
     let mut out = user_json(&user);
     out["balance_usd"] = json!("0.0");
     respond(StatusCode::CREATED, &out)
@@ -122,7 +145,7 @@ async fn issue_key(
         name: body::short_text(name, "name", 200)?,
         prefix,
         key_hash,
-        billing: billing(billing_choice)?,
+        billing: billing(state, user_id, billing_choice).await?,
         created_at: now_ms(),
         revoked_at: None,
     };
@@ -196,9 +219,19 @@ pub async fn add_credits(
     // already has the credit.
     state
         .counters
-        .adjust(user_id, amount)
+        .adjust(user_id, amount, None)
         .await
         .map_err(GatewayError::internal)?;
+    audit(
+        state,
+        None,
+        caller,
+        "credits.add",
+        Some(user_id),
+        None,
+        Some(json!({"amount_usd": amount.to_string(), "note": note})),
+    )
+    .await?;
     let balance = current_balance(state, user_id).await?;
     respond(
         StatusCode::OK,
@@ -218,7 +251,12 @@ pub async fn me(state: &AppState, caller: &Caller) -> Result<Response<Body>, Gat
     let balance = current_balance(state, &user.id).await?;
     let mut out = user_json(&user);
     out["balance_usd"] = json!(balance.to_string());
-    out["teams"] = json!([]);
+    let teams = state
+        .store
+        .teams_of_user(&user.id)
+        .await
+        .map_err(store_error)?;
+    out["teams"] = json!(super::teams::me_teams(&teams));
     respond(StatusCode::OK, &out)
 }
 
@@ -280,13 +318,24 @@ pub async fn update_my_key(
     let principal = caller.require_user()?;
     let input: KeyPatch = body::read(request).await?;
     let mut key = my_live_key(state, &principal.user_id, key_id).await?;
-    key.billing = billing(Some(&input.billing))?;
+    let before = key.billing.clone();
+    key.billing = billing(state, &principal.user_id, Some(&input.billing)).await?;
     state
         .store
         .set_key_billing(&key.id, &key.billing)
         .await
         .map_err(store_error)?;
     auth::forget_key(state, &key.key_hash);
+    audit(
+        state,
+        None,
+        caller,
+        "key.billing",
+        Some(&key.id),
+        Some(json!({"billing": before})),
+        Some(json!({"billing": key.billing})),
+    )
+    .await?;
     respond(StatusCode::OK, &key_json(&key))
 }
 
@@ -306,5 +355,6 @@ pub async fn revoke_my_key(
         .map_err(store_error)?;
     auth::forget_key(state, &key.key_hash);
     key.revoked_at = Some(at);
+    audit(state, None, caller, "key.revoke", Some(&key.id), None, None).await?;
     respond(StatusCode::OK, &key_json(&key))
 }

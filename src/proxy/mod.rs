@@ -28,18 +28,20 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use self::settle::{Outcome, Pending, Status};
+use self::settle::{Hold, Outcome, Pending, Status};
 use self::stream::{MeteredBody, Source};
 use crate::app::AppState;
 use crate::auth::{self, Principal};
 use crate::config::{ModelConfig, ProviderKind};
-use crate::counters::Reserve;
+use crate::counters::{Reserve, SpendHold};
 use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::keys;
 use crate::meter::{self, UsageSource};
 use crate::money::Money;
+use crate::policy::{self, Enforcement, MemberPolicy, Period};
 use crate::providers::{self, mock, Endpoint};
+use crate::store::teams::LimitEvent;
 use crate::store::UsageRow;
 
 /// Largest non-streamed upstream response read (for metering).
@@ -49,7 +51,8 @@ const MAX_UPSTREAM_BODY: usize = 256 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Billing {
     pub account_id: String,
-    pub team_id: Option<String>,
+    /// The member's policy when a team pays.
+    pub policy: Option<Arc<MemberPolicy>>,
 }
 
 pub async fn handle(
@@ -86,7 +89,7 @@ async fn handle_inner(
     request_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let started = Instant::now();
-    let started_at = crate::app::now_ms();
+    let started_at = state.clock.now_ms();
 
     // 1. Authenticate before reading the body: strangers cost nothing.
     let token = auth::credential(request.headers()).ok_or(GatewayError::InvalidApiKey)?;
@@ -104,34 +107,55 @@ async fn handle_inner(
     };
 
     let admitted = admit(state, &principal, &parts.headers, body, endpoint, &mut row).await;
-    let (parsed, model, body_bytes, held, max_output) = match admitted {
+    let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(error) => {
             record_refusal(state, row, &error, started);
             return Err(error);
         }
     };
+    let model = admitted.model;
     let provider = state.config.provider_of(model);
-    let pending = Pending::new(
-        state.clone(),
-        row,
-        started,
-        model.price,
-        held,
-        body_bytes.clone(),
-        max_output,
-    );
-    forward(
+    let hold = Hold {
+        price: model.price,
+        held: admitted.held,
+        spend_key: admitted.spend_key,
+        request_body: admitted.body_bytes.clone(),
+        max_output_tokens: admitted.max_output,
+    };
+    let pending = Pending::new(state.clone(), row, started, hold);
+    let mut response = forward(
         state,
         pending,
-        parsed,
+        admitted.parsed,
         model,
         provider.kind,
         &parts.headers,
         endpoint,
-        body_bytes,
+        admitted.body_bytes,
     )
-    .await
+    .await?;
+    if let Some(warning) = admitted.warning {
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response
+                .headers_mut()
+                .insert("x-tollgate-limit-warning", value);
+        }
+    }
+    Ok(response)
+}
+
+/// What admission hands to forwarding.
+struct Admitted<'s> {
+    parsed: Parsed,
+    model: &'s ModelConfig,
+    body_bytes: Bytes,
+    held: Money,
+    max_output: Option<u64>,
+    /// The member's spend counter moved with the hold (team billing).
+    spend_key: Option<String>,
+    /// A soft-limit warning for the response.
+    warning: Option<String>,
 }
 
 /// Phases 2–5: read, authorize, rate-limit and hold money. On success the
@@ -143,7 +167,7 @@ async fn admit<'s>(
     body: Incoming,
     endpoint: Endpoint,
     row: &mut UsageRow,
-) -> Result<(Parsed, &'s ModelConfig, Bytes, Money, Option<u64>), GatewayError> {
+) -> Result<Admitted<'s>, GatewayError> {
     // 2. Read.
     let parsed_and_bytes = read_json(state, headers, body).await?;
     let (parsed, body_bytes) = parsed_and_bytes;
@@ -157,6 +181,14 @@ async fn admit<'s>(
         .ok_or_else(|| GatewayError::ModelNotFound(parsed.model.clone()))?;
     let provider = state.config.provider_of(model);
     row.provider = provider.name.clone();
+    let billing = resolve_billing(state, principal, headers).await?;
+    row.account_id = billing.account_id.clone();
+    row.team_id = billing.policy.as_ref().map(|p| p.team_id.clone());
+    if let Some(policy) = &billing.policy {
+        if !policy::model_allowed(&policy.restricted_models, &model.name) {
+            return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+        }
+    }
     if !providers::serves(provider.kind, endpoint) {
         return Err(GatewayError::invalid(
             format!(
@@ -172,9 +204,6 @@ async fn admit<'s>(
             Some("model"),
         ));
     }
-    let billing = resolve_billing(principal, headers)?;
-    row.account_id = billing.account_id.clone();
-    row.team_id = billing.team_id.clone();
 
     // 4. Rate limit.
     if let Some(limiter) = &state.rate_limiter {
@@ -208,8 +237,50 @@ async fn admit<'s>(
     // ordinary prompts; the bound needs no tokenizer on the hot path.
     let input_bound = (body_bytes.len() as u64).div_ceil(2);
     let hold = model.price.bound(input_bound, output_bound);
-    hold_money(state, &billing.account_id, hold, output_bound, &model.name).await?;
-    Ok((parsed, model, body_bytes, hold, max_output))
+    let period = policy::period_of(row.started_at);
+    let spend_key = billing
+        .policy
+        .as_ref()
+        .map(|p| format!("{}:{}:{}", p.team_id, principal.user_id, period.key));
+    let spend_hold = match (&billing.policy, &spend_key) {
+        (Some(policy), Some(key)) => Some((
+            policy.as_ref(),
+            SpendHold {
+                key,
+                hard_limit: policy
+                    .limit
+                    .filter(|_| policy.enforcement == Enforcement::Hard),
+            },
+        )),
+        _ => None,
+    };
+    let spend = hold_money(
+        state,
+        &billing.account_id,
+        hold,
+        spend_hold,
+        &principal.user_id,
+        &period,
+        output_bound,
+        &model.name,
+    )
+    .await?;
+    let warning = soft_limit_warning(
+        state,
+        billing.policy.as_deref(),
+        spend,
+        &principal.user_id,
+        &period,
+    );
+    Ok(Admitted {
+        parsed,
+        model,
+        body_bytes,
+        held: hold,
+        max_output,
+        spend_key,
+        warning,
+    })
 }
 
 async fn read_json(
@@ -302,8 +373,12 @@ fn requested_max_output(json: &Value, endpoint: Endpoint) -> Option<u64> {
 }
 
 /// The paying account: the `x-tollgate-billing` header, else the key's own
-/// setting.
-fn resolve_billing(principal: &Principal, headers: &HeaderMap) -> Result<Billing, GatewayError> {
+/// setting. A team is paid for by its owner; only its members may bill it.
+pub async fn resolve_billing(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Billing, GatewayError> {
     let choice = match headers.get("x-tollgate-billing") {
         Some(value) => value.to_str().map_err(|_| {
             GatewayError::invalid(
@@ -316,13 +391,17 @@ fn resolve_billing(principal: &Principal, headers: &HeaderMap) -> Result<Billing
     match choice.trim() {
         "personal" => Ok(Billing {
             account_id: principal.user_id.clone(),
-            team_id: None,
+            policy: None,
         }),
         other => match other.strip_prefix("team:") {
-            // Team billing arrives with teams; until a team exists nobody
-            // is a member of it.
             Some(team_id) if !team_id.is_empty() => {
-                Err(GatewayError::NotATeamMember(team_id.to_string()))
+                match policy::member_policy(state, team_id, &principal.user_id).await? {
+                    Some(policy) => Ok(Billing {
+                        account_id: policy.owner_id.clone(),
+                        policy: Some(policy),
+                    }),
+                    None => Err(GatewayError::NotATeamMember(team_id.to_string())),
+                }
             }
             _ => Err(GatewayError::invalid(
                 "x-tollgate-billing must be 'personal' or 'team:<id>'.",
@@ -332,23 +411,28 @@ fn resolve_billing(principal: &Principal, headers: &HeaderMap) -> Result<Billing
     }
 }
 
-/// Holds `amount` on the account, seeding its counter from the store once
-/// when it is missing.
+/// Holds `amount` on the account (and the member's monthly spend, for team
+/// billing) in one atomic step, seeding a missing counter from the store.
+/// Returns the member's spend with this hold.
+#[allow(clippy::too_many_arguments)]
 async fn hold_money(
     state: &AppState,
     account: &str,
     amount: Money,
+    spend: Option<(&MemberPolicy, SpendHold<'_>)>,
+    user_id: &str,
+    period: &Period,
     output_bound: u64,
     model: &str,
-) -> Result<(), GatewayError> {
-    for _ in 0..2 {
-        match state
+) -> Result<Option<Money>, GatewayError> {
+    for _ in 0..3 {
+        let reserve = state
             .counters
-            .reserve(account, amount)
+            .reserve(account, amount, spend.map(|(_, hold)| hold))
             .await
-            .map_err(GatewayError::internal)?
-        {
-            Reserve::Held { .. } => return Ok(()),
+            .map_err(GatewayError::internal)?;
+        match reserve {
+            Reserve::Held { spend, .. } => return Ok(spend),
             Reserve::Insufficient { available } => {
                 return Err(GatewayError::InsufficientBalance(format!(
                     "The paying account's balance (${available}) cannot cover this request's reserved cost \
@@ -356,7 +440,27 @@ async fn hold_money(
                      Add credits, or lower max_tokens."
                 )));
             }
-            Reserve::Missing => {
+            Reserve::LimitReached { spent, limit } => {
+                let team = spend.map_or("", |(policy, _)| policy.team_name.as_str());
+                if let Some((policy, _)) = spend {
+                    record_limit_event(
+                        state,
+                        policy,
+                        user_id,
+                        period,
+                        "hard_refused",
+                        limit,
+                        spent,
+                    );
+                }
+                return Err(GatewayError::MonthlyLimitExceeded(format!(
+                    "Monthly limit reached for this member of team '{team}': limit ${limit}, \
+                     spent ${spent} this month, and this request reserves up to ${amount}. \
+                     The limit resets at {}.",
+                    crate::admin::rfc3339(period.end_ms)
+                )));
+            }
+            Reserve::MissingBalance => {
                 let balance = state
                     .store
                     .recorded_balance(account)
@@ -368,11 +472,83 @@ async fn hold_money(
                     .await
                     .map_err(GatewayError::internal)?;
             }
+            Reserve::MissingSpend => {
+                let Some((policy, hold)) = spend else {
+                    return Err(GatewayError::internal(
+                        "spend counter missing without a team",
+                    ));
+                };
+                let spent = state
+                    .store
+                    .member_spend(&policy.team_id, user_id, period.start_ms, period.end_ms)
+                    .await
+                    .map_err(GatewayError::internal)?;
+                state
+                    .counters
+                    .seed_spend(hold.key, spent)
+                    .await
+                    .map_err(GatewayError::internal)?;
+            }
         }
     }
-    Err(GatewayError::internal(
-        "balance counter could not be seeded",
+    Err(GatewayError::internal("counters could not be seeded"))
+}
+
+/// A soft limit passed by this request: the warning text, and a limit
+/// event recorded once per member per month.
+fn soft_limit_warning(
+    state: &AppState,
+    policy: Option<&MemberPolicy>,
+    spend: Option<Money>,
+    user_id: &str,
+    period: &Period,
+) -> Option<String> {
+    let policy = policy?;
+    let limit = policy.limit?;
+    let spend = spend?;
+    if policy.enforcement != Enforcement::Soft || spend <= limit {
+        return None;
+    }
+    record_limit_event(
+        state,
+        policy,
+        user_id,
+        period,
+        "soft_exceeded",
+        limit,
+        spend,
+    );
+    Some(format!(
+        "Monthly limit of ${limit} in team '{}' exceeded: ${spend} spent or reserved this month (soft limit; resets {}).",
+        policy.team_name,
+        crate::admin::rfc3339(period.end_ms)
     ))
+}
+
+fn record_limit_event(
+    state: &AppState,
+    policy: &MemberPolicy,
+    user_id: &str,
+    period: &Period,
+    kind: &'static str,
+    limit: Money,
+    spend: Money,
+) {
+    let store = state.store.clone();
+    let event = LimitEvent {
+        team_id: policy.team_id.clone(),
+        user_id: user_id.to_string(),
+        period: period.key.clone(),
+        kind,
+        limit,
+        spend,
+        at: state.clock.now_ms(),
+    };
+    state.tasks.spawn(async move {
+        if let Err(error) = store.record_limit_event(&event).await {
+            tracing::warn!(%error, "Limit event not recorded.");
+        }
+    });
 }
 
 fn record_refusal(state: &AppState, mut row: UsageRow, error: &GatewayError, started: Instant) {
@@ -381,7 +557,7 @@ fn record_refusal(state: &AppState, mut row: UsageRow, error: &GatewayError, sta
     row.http_status = i64::from(error.status().as_u16());
     row.usage_source = "none".into();
     row.latency_ms = started.elapsed().as_millis() as i64;
-    row.finished_at = crate::app::now_ms();
+    row.finished_at = state.clock.now_ms();
     state.ledger.record(row);
 }
 
@@ -693,13 +869,23 @@ pub async fn list_models(state: &AppState, request: &Request<Incoming>) -> Respo
         Some(token) => auth::authenticate_key(state, token).await,
         None => Err(GatewayError::InvalidApiKey),
     };
-    if let Err(error) = principal {
-        return error.into_response(ErrorShape::OpenAi, &request_id);
-    }
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(ErrorShape::OpenAi, &request_id),
+    };
+    let billing = match resolve_billing(state, &principal, request.headers()).await {
+        Ok(billing) => billing,
+        Err(error) => return error.into_response(ErrorShape::OpenAi, &request_id),
+    };
+    let restricted: &[String] = billing
+        .policy
+        .as_ref()
+        .map_or(&[], |p| p.restricted_models.as_slice());
     let data: Vec<Value> = state
         .config
         .models
         .iter()
+        .filter(|model| policy::model_allowed(restricted, &model.name))
         .map(|model| {
             serde_json::json!({
                 "id": model.name,

@@ -61,6 +61,17 @@ impl Outcome {
     }
 }
 
+/// What admission held for a request.
+pub struct Hold {
+    pub price: ModelPrice,
+    pub held: Money,
+    /// The member's monthly spend counter the hold also moved.
+    pub spend_key: Option<String>,
+    /// The client's request body, kept for the fallback token estimate.
+    pub request_body: Bytes,
+    pub max_output_tokens: Option<u64>,
+}
+
 /// An admitted request's hold and attribution, until it settles.
 pub struct Pending {
     state: Arc<AppState>,
@@ -68,6 +79,8 @@ pub struct Pending {
     started: Instant,
     price: ModelPrice,
     held: Money,
+    /// The member's monthly spend counter the hold also moved.
+    spend_key: Option<String>,
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
     pub max_output_tokens: Option<u64>,
@@ -75,24 +88,17 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(
-        state: Arc<AppState>,
-        row: UsageRow,
-        started: Instant,
-        price: ModelPrice,
-        held: Money,
-        request_body: Bytes,
-        max_output_tokens: Option<u64>,
-    ) -> Pending {
+    pub fn new(state: Arc<AppState>, row: UsageRow, started: Instant, hold: Hold) -> Pending {
         state.metrics.reservation_opened();
         Pending {
             state,
             row,
             started,
-            price,
-            held,
-            request_body,
-            max_output_tokens,
+            price: hold.price,
+            held: hold.held,
+            spend_key: hold.spend_key,
+            request_body: hold.request_body,
+            max_output_tokens: hold.max_output_tokens,
             done: false,
         }
     }
@@ -134,7 +140,7 @@ impl Pending {
         row.error_code = outcome.error_code.map(str::to_string);
         row.http_status = i64::from(outcome.http_status);
         row.latency_ms = self.started.elapsed().as_millis() as i64;
-        row.finished_at = crate::app::now_ms();
+        row.finished_at = self.state.clock.now_ms();
 
         let state = &self.state;
         state.metrics.reservation_closed();
@@ -144,9 +150,10 @@ impl Pending {
         let delta = self.held.saturating_sub(cost);
         if delta != Money::ZERO {
             let account = row.account_id.clone();
+            let spend_key = self.spend_key.take();
             match &state.counters {
                 Counters::Memory(memory) => {
-                    if let Err(error) = memory.adjust(&account, delta) {
+                    if let Err(error) = memory.adjust(&account, delta, spend_key.as_deref()) {
                         tracing::error!(%error, "Settlement failed.");
                     }
                 }
@@ -154,7 +161,11 @@ impl Pending {
                     let task_state = state.clone();
                     let request_id = row.request_id.clone();
                     state.tasks.spawn(async move {
-                        if let Err(error) = task_state.counters.adjust(&account, delta).await {
+                        if let Err(error) = task_state
+                            .counters
+                            .adjust(&account, delta, spend_key.as_deref())
+                            .await
+                        {
                             tracing::error!(request_id, %error, "Settlement failed.");
                         }
                     });

@@ -11,3 +11,4 @@ mod concurrency;
 mod fixtures;
 mod proxy;
 mod sdk;
+mod teams;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
-use tollgate::app::{App, AppState};
+use tollgate::app::{App, AppState, Clock};
 use tollgate::config::Config;
 use tollgate::store::{Store, UsageRow};
 
@@ -218,6 +218,17 @@ impl TestGateway {
         extra: &str,
         overrides: &[(&str, &str)],
     ) -> TestGateway {
+        Self::start_with_clock(storage, models, extra, overrides, Clock::system()).await
+    }
+
+    /// Starts with a clock the test controls.
+    pub async fn start_with_clock(
+        storage: TestStorage,
+        models: &str,
+        extra: &str,
+        overrides: &[(&str, &str)],
+        clock: Clock,
+    ) -> TestGateway {
         let text = format!(
             r#"
 [server]
@@ -244,7 +255,7 @@ flush_interval_ms = 5
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let config = Config::from_parts(&text, &overrides, |_| None).unwrap();
-        let app = App::build(config).await.unwrap();
+        let app = App::build_with_clock(config, clock).await.unwrap();
         let addr = app.local_addr();
         let state = app.state();
         let shutdown = CancellationToken::new();

@@ -8,6 +8,8 @@
 //! key-cache miss and to seed a counter; the ledger writer is the only
 //! writer of usage rows.
 
+pub mod teams;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -124,6 +126,8 @@ pub struct Store {
     pool: AnyPool,
     postgres: bool,
 }
+
+pub use self::teams::{AuditEntry, GroupBy, Invitation, JoinRequest, Member, Team, UsageGroup};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -1,0 +1,510 @@
+//! Invitations by email, the public invite link, and join requests.
+//!
+//! Tokens are 256 bits from the OS CSPRNG (43 base62 characters), stored
+//! only as SHA-256 hashes. An invitation is single use (a conditional update
+//! makes a second accept fail even when two race), expires, can be revoked,
+//! and is valid only for its own team and email. The invite link creates a
+//! pending join request that an admin approves or denies.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::teams::{access, store_error, Role};
+use super::{audit, json as body, respond, rfc3339, Caller};
+use crate::app::AppState;
+use crate::error::GatewayError;
+use crate::http_body::Body;
+use crate::keys;
+use crate::policy;
+use crate::store::{Invitation, JoinRequest};
+
+const DEFAULT_EXPIRY_HOURS: i64 = 7 * 24;
+const MAX_EXPIRY_HOURS: i64 = 30 * 24;
+const HOUR_MS: i64 = 3_600_000;
+
+fn new_token(prefix: &str) -> String {
+    format!("{prefix}_{}", keys::random_base62(43))
+}
+
+fn invitation_status(invitation: &Invitation, now: i64) -> &'static str {
+    if invitation.revoked_at.is_some() {
+        "revoked"
+    } else if invitation.accepted_at.is_some() {
+        "accepted"
+    } else if invitation.expires_at <= now {
+        "expired"
+    } else {
+        "pending"
+    }
+}
+
+fn invitation_json(invitation: &Invitation, now: i64) -> Value {
+    json!({
+        "id": invitation.id,
+        "email": invitation.email,
+        "role": invitation.role,
+        "status": invitation_status(invitation, now),
+        "expires_at": rfc3339(invitation.expires_at),
+        "created_at": rfc3339(invitation.created_at),
+        "created_by": invitation.created_by,
+        "accepted_at": invitation.accepted_at.map(rfc3339),
+        "accepted_by": invitation.accepted_by,
+    })
+}
+
+/// `POST /api/teams/{id}/invitations {email, role, expires_in_hours?}` (admin).
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let input = body::object(request, &["email", "role", "expires_in_hours"]).await?;
+    let email = body::email(
+        input
+            .get("email")
+            .and_then(Value::as_str)
+            .ok_or_else(|| GatewayError::invalid("'email' is required.", Some("email")))?,
+        "email",
+    )?;
+    let role =
+        match input.get("role") {
+            None | Some(Value::Null) => Role::Member,
+            Some(value) => match value.as_str().and_then(Role::parse) {
+                Some(Role::Owner) => return Err(GatewayError::invalid(
+                    "Invitations grant \"admin\" or \"member\"; ownership moves only by transfer.",
+                    Some("role"),
+                )),
+                Some(role) => role,
+                None => {
+                    return Err(GatewayError::invalid(
+                        "'role' must be \"admin\" or \"member\".",
+                        Some("role"),
+                    ))
+                }
+            },
+        };
+    let hours = match input.get("expires_in_hours") {
+        None | Some(Value::Null) => DEFAULT_EXPIRY_HOURS,
+        Some(value) => match value.as_i64() {
+            Some(hours) if (1..=MAX_EXPIRY_HOURS).contains(&hours) => hours,
+            _ => {
+                return Err(GatewayError::invalid(
+                    format!(
+                        "'expires_in_hours' must be a whole number from 1 to {MAX_EXPIRY_HOURS}."
+                    ),
+                    Some("expires_in_hours"),
+                ))
+            }
+        },
+    };
+    let now = state.clock.now_ms();
+    let token = new_token("tgi");
+    let invitation = Invitation {
+        id: keys::new_id("inv"),
+        team_id: team_id.to_string(),
+        email,
+        role: role.as_str().into(),
+        token_hash: keys::hash_secret(&token),
+        expires_at: now + hours * HOUR_MS,
+        created_by: super::actor(caller),
+        created_at: now,
+        accepted_at: None,
+        accepted_by: None,
+        revoked_at: None,
+    };
+    state
+        .store
+        .insert_invitation(&invitation)
+        .await
+        .map_err(store_error)?;
+    audit(
+        state,
+        Some(team_id),
+        caller,
+        "invitation.create",
+        Some(&invitation.id),
+        None,
+        Some(json!({"email": invitation.email, "role": invitation.role, "expires_at": rfc3339(invitation.expires_at)})),
+    )
+    .await?;
+    let url = format!(
+        "{}/api/invitations/{token}/accept",
+        state.config.public_url()
+    );
+    let mut out = invitation_json(&invitation, now);
+    out["token"] = json!(token);
+    out["url"] = json!(url);
+    respond(StatusCode::CREATED, &out)
+}
+
+/// `GET /api/teams/{id}/invitations` (admin): never shows tokens.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let now = state.clock.now_ms();
+    let invitations = state
+        .store
+        .invitations(team_id)
+        .await
+        .map_err(store_error)?;
+    let data: Vec<Value> = invitations
+        .iter()
+        .map(|i| invitation_json(i, now))
+        .collect();
+    respond(StatusCode::OK, &json!({"data": data}))
+}
+
+/// `DELETE /api/teams/{id}/invitations/{invitation_id}` (admin).
+pub async fn revoke(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let invitation = state
+        .store
+        .invitation(team_id, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| GatewayError::NotFound(format!("No invitation {id}.")))?;
+    let now = state.clock.now_ms();
+    if !state
+        .store
+        .revoke_invitation(id, now)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(GatewayError::Conflict(format!(
+            "The invitation is already {}.",
+            invitation_status(&invitation, now)
+        )));
+    }
+    audit(
+        state,
+        Some(team_id),
+        caller,
+        "invitation.revoke",
+        Some(id),
+        Some(json!({"email": invitation.email})),
+        None,
+    )
+    .await?;
+    let mut revoked = invitation;
+    revoked.revoked_at = Some(now);
+    respond(StatusCode::OK, &invitation_json(&revoked, now))
+}
+
+/// `POST /api/invitations/{token}/accept`: the caller's email must match.
+pub async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let unknown = || GatewayError::NotFound("No such invitation.".into());
+    let invitation = state
+        .store
+        .invitation_by_token(&keys::hash_secret(token))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(unknown)?;
+    let now = state.clock.now_ms();
+    let team = state
+        .store
+        .team(&invitation.team_id)
+        .await
+        .map_err(store_error)?;
+    let Some(team) = team else {
+        return Err(GatewayError::Gone(
+            "The team of this invitation no longer exists.".into(),
+        ));
+    };
+    match invitation_status(&invitation, now) {
+        "revoked" => return Err(GatewayError::Gone("This invitation was revoked.".into())),
+        "accepted" => {
+            return Err(GatewayError::Gone(
+                "This invitation was already used.".into(),
+            ))
+        }
+        "expired" => {
+            return Err(GatewayError::Gone(format!(
+                "This invitation expired at {}; ask for a new one.",
+                rfc3339(invitation.expires_at)
+            )))
+        }
+        _ => {}
+    }
+    let user = state
+        .store
+        .user(&principal.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or(GatewayError::InvalidApiKey)?;
+    if !user.email.eq_ignore_ascii_case(&invitation.email) {
+        return Err(GatewayError::Forbidden(
+            "This invitation is for another email address.".into(),
+        ));
+    }
+    if state
+        .store
+        .member(&team.id, &user.id)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(GatewayError::Conflict(
+            "You are already a member of this team.".into(),
+        ));
+    }
+    if !state
+        .store
+        .consume_invitation(&invitation.id, &user.id, now)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(GatewayError::Gone(
+            "This invitation was already used.".into(),
+        ));
+    }
+    state
+        .store
+        .add_member(&team.id, &user.id, &invitation.role, now)
+        .await
+        .map_err(store_error)?;
+    policy::forget_policies(state);
+    audit(
+        state,
+        Some(&team.id),
+        caller,
+        "invitation.accept",
+        Some(&user.id),
+        None,
+        Some(json!({"invitation_id": invitation.id, "role": invitation.role})),
+    )
+    .await?;
+    respond(
+        StatusCode::OK,
+        &json!({"team": {"id": team.id, "name": team.name}, "role": invitation.role}),
+    )
+}
+
+/// `PUT /api/teams/{id}/invite-link {enabled}` (admin). Enabling issues a
+/// fresh link (the previous one stops working): that is how it rotates.
+pub async fn set_link(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let input = body::object(request, &["enabled"]).await?;
+    let enabled = input
+        .get("enabled")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| {
+            GatewayError::invalid("'enabled' must be true or false.", Some("enabled"))
+        })?;
+    if !enabled {
+        state
+            .store
+            .set_invite_link(team_id, None)
+            .await
+            .map_err(store_error)?;
+        audit(
+            state,
+            Some(team_id),
+            caller,
+            "invite_link.disable",
+            Some(team_id),
+            None,
+            None,
+        )
+        .await?;
+        return respond(StatusCode::OK, &json!({"enabled": false}));
+    }
+    let token = new_token("tgl");
+    state
+        .store
+        .set_invite_link(team_id, Some(&keys::hash_secret(&token)))
+        .await
+        .map_err(store_error)?;
+    audit(
+        state,
+        Some(team_id),
+        caller,
+        "invite_link.enable",
+        Some(team_id),
+        None,
+        None,
+    )
+    .await?;
+    let url = format!("{}/api/join/{token}", state.config.public_url());
+    respond(
+        StatusCode::OK,
+        &json!({"enabled": true, "token": token, "url": url}),
+    )
+}
+
+fn join_request_json(request: &JoinRequest) -> Value {
+    json!({
+        "id": request.id,
+        "team_id": request.team_id,
+        "user_id": request.user_id,
+        "email": request.email,
+        "status": request.status,
+        "created_at": rfc3339(request.created_at),
+        "decided_at": request.decided_at.map(rfc3339),
+    })
+}
+
+/// `POST /api/join/{token}`: a pending join request for the link's team.
+pub async fn join(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let team = state
+        .store
+        .team_by_invite_link(&keys::hash_secret(token))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| GatewayError::NotFound("No such invite link, or it was disabled.".into()))?;
+    if state
+        .store
+        .member(&team.id, &principal.user_id)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(GatewayError::Conflict(
+            "You are already a member of this team.".into(),
+        ));
+    }
+    if let Some(pending) = state
+        .store
+        .pending_join_request(&team.id, &principal.user_id)
+        .await
+        .map_err(store_error)?
+    {
+        return respond(StatusCode::OK, &join_request_json(&pending));
+    }
+    let request = JoinRequest {
+        id: keys::new_id("jr"),
+        team_id: team.id.clone(),
+        user_id: principal.user_id.clone(),
+        email: String::new(),
+        status: "pending".into(),
+        created_at: state.clock.now_ms(),
+        decided_at: None,
+    };
+    state
+        .store
+        .insert_join_request(&request)
+        .await
+        .map_err(store_error)?;
+    audit(
+        state,
+        Some(&team.id),
+        caller,
+        "join_request.create",
+        Some(&request.id),
+        None,
+        None,
+    )
+    .await?;
+    let stored = state
+        .store
+        .join_request(&team.id, &request.id)
+        .await
+        .map_err(store_error)?
+        .unwrap_or(request);
+    respond(StatusCode::CREATED, &join_request_json(&stored))
+}
+
+/// `GET /api/teams/{id}/join-requests` (admin).
+pub async fn list_join_requests(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let requests = state
+        .store
+        .join_requests(team_id)
+        .await
+        .map_err(store_error)?;
+    let data: Vec<Value> = requests.iter().map(join_request_json).collect();
+    respond(StatusCode::OK, &json!({"data": data}))
+}
+
+/// `POST /api/teams/{id}/join-requests/{id}/approve|deny` (admin).
+pub async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    id: &str,
+    approve: bool,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let request = state
+        .store
+        .join_request(team_id, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| GatewayError::NotFound(format!("No join request {id}.")))?;
+    let status = if approve { "approved" } else { "denied" };
+    let now = state.clock.now_ms();
+    if !state
+        .store
+        .decide_join_request(id, status, &super::actor(caller), now)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(GatewayError::Conflict(format!(
+            "The join request is already {}.",
+            request.status
+        )));
+    }
+    if approve
+        && state
+            .store
+            .member(team_id, &request.user_id)
+            .await
+            .map_err(store_error)?
+            .is_none()
+    {
+        state
+            .store
+            .add_member(team_id, &request.user_id, Role::Member.as_str(), now)
+            .await
+            .map_err(store_error)?;
+        policy::forget_policies(state);
+    }
+    let action = if approve {
+        "join_request.approve"
+    } else {
+        "join_request.deny"
+    };
+    audit(
+        state,
+        Some(team_id),
+        caller,
+        action,
+        Some(&request.user_id),
+        None,
+        None,
+    )
+    .await?;
+    let mut decided = request;
+    decided.status = status.into();
+    decided.decided_at = Some(now);
+    respond(StatusCode::OK, &join_request_json(&decided))
+}

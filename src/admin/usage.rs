@@ -1,0 +1,325 @@
+//! Usage reports (JSON and CSV) and the audit trail of a team.
+//!
+//! Totals are the sum of the groups, and the groups are sums of ledger rows
+//! to the nano-dollar. Refused requests are not counted. Rows of removed
+//! members and revoked keys stay in every report.
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, Time};
+
+use super::teams::{access, store_error, Role};
+use super::{respond, rfc3339, Caller};
+use crate::app::AppState;
+use crate::error::GatewayError;
+use crate::http_body::Body;
+use crate::money::Money;
+use crate::policy;
+use crate::store::teams::{day_of, GroupBy, UsageGroup};
+
+const DAY_MS: i64 = 86_400_000;
+/// The longest range one report covers.
+const MAX_RANGE_DAYS: i64 = 3 * 366;
+
+/// Decodes `%XX` escapes; `+` stays `+` (RFC 3339 offsets use it).
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Query parameters, refusing names outside `allowed`.
+pub fn query_params(
+    query: Option<&str>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, GatewayError> {
+    let mut params = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name)
+            .ok_or_else(|| GatewayError::invalid("Malformed query string.", None))?;
+        let value = percent_decode(value).ok_or_else(|| {
+            GatewayError::invalid(format!("Malformed value of '{name}'."), Some(&name))
+        })?;
+        if !allowed.contains(&name.as_str()) {
+            return Err(GatewayError::invalid(
+                format!(
+                    "Unknown parameter '{name}'; expected one of: {}.",
+                    allowed.join(", ")
+                ),
+                Some(&name),
+            ));
+        }
+        params.push((name, value));
+    }
+    Ok(params)
+}
+
+/// A report bound: a date (whole UTC day; `to` is inclusive) or an RFC 3339
+/// instant (half-open).
+fn bound(text: &str, field: &str, is_end: bool) -> Result<i64, GatewayError> {
+    let date_format = format_description!("[year]-[month]-[day]");
+    if let Ok(date) = Date::parse(text, &date_format) {
+        let start = date.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp() * 1000;
+        return Ok(if is_end { start + DAY_MS } else { start });
+    }
+    if let Ok(instant) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((instant.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    Err(GatewayError::invalid(
+        format!("'{field}' must be a date (YYYY-MM-DD) or an RFC 3339 time."),
+        Some(field),
+    ))
+}
+
+fn day_text(day: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(day * 86_400)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default()
+}
+
+fn group_json(group: &UsageGroup) -> Value {
+    json!({
+        "key": group.key,
+        "label": group.label,
+        "requests": group.requests,
+        "input_tokens": group.input_tokens,
+        "output_tokens": group.output_tokens,
+        "cached_tokens": group.cached_tokens,
+        "reasoning_tokens": group.reasoning_tokens,
+        "cost_usd": Money::from_nano(group.cost_nano).to_string(),
+    })
+}
+
+/// One CSV field, quoted when RFC 4180 needs it.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// `GET /api/teams/{id}/usage?from=&to=&group_by=member|model|day[&format=csv]` (member).
+pub async fn report(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Member).await?;
+    let params = query_params(request.uri().query(), &["from", "to", "group_by", "format"])?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let period = policy::period_of(state.clock.now_ms());
+    let from = match param("from") {
+        Some(text) => bound(text, "from", false)?,
+        None => period.start_ms,
+    };
+    let to = match param("to") {
+        Some(text) => bound(text, "to", true)?,
+        None => period.end_ms,
+    };
+    if to <= from {
+        return Err(GatewayError::invalid(
+            "'to' must come after 'from'.",
+            Some("to"),
+        ));
+    }
+    if to - from > MAX_RANGE_DAYS * DAY_MS {
+        return Err(GatewayError::invalid(
+            format!("A report covers at most {MAX_RANGE_DAYS} days."),
+            Some("from"),
+        ));
+    }
+    let (group_by, group_name) = match param("group_by").unwrap_or("member") {
+        "member" => (GroupBy::Member, "member"),
+        "model" => (GroupBy::Model, "model"),
+        "day" => (GroupBy::Day, "day"),
+        _ => {
+            return Err(GatewayError::invalid(
+                "'group_by' must be member, model or day.",
+                Some("group_by"),
+            ))
+        }
+    };
+    let csv = match param("format").unwrap_or("json") {
+        "json" => false,
+        "csv" => true,
+        _ => {
+            return Err(GatewayError::invalid(
+                "'format' must be json or csv.",
+                Some("format"),
+            ))
+        }
+    };
+    let mut groups = state
+        .store
+        .usage_report(team_id, from, to, group_by)
+        .await
+        .map_err(store_error)?;
+    if group_by == GroupBy::Day {
+        for group in &mut groups {
+            let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
+            group.key = day_text(day);
+            group.label = group.key.clone();
+        }
+    }
+    let mut total = UsageGroup::default();
+    for group in &groups {
+        total.requests += group.requests;
+        total.input_tokens += group.input_tokens;
+        total.output_tokens += group.output_tokens;
+        total.cached_tokens += group.cached_tokens;
+        total.reasoning_tokens += group.reasoning_tokens;
+        total.cost_nano += group.cost_nano;
+    }
+    if csv {
+        let mut text = String::from("key,label,requests,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd\r\n");
+        for group in &groups {
+            text.push_str(&format!(
+                "{},{},{},{},{},{},{},{}\r\n",
+                csv_field(&group.key),
+                csv_field(&group.label),
+                group.requests,
+                group.input_tokens,
+                group.output_tokens,
+                group.cached_tokens,
+                group.reasoning_tokens,
+                Money::from_nano(group.cost_nano)
+            ));
+        }
+        let mut response = Response::new(Body::full(text));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        let disposition = format!("attachment; filename=\"usage-{team_id}-{group_name}.csv\"");
+        if let Ok(value) = HeaderValue::from_str(&disposition) {
+            headers.insert(http::header::CONTENT_DISPOSITION, value);
+        }
+        return Ok(response);
+    }
+    let mut total_json = group_json(&total);
+    if let Some(object) = total_json.as_object_mut() {
+        object.remove("key");
+        object.remove("label");
+    }
+    respond(
+        StatusCode::OK,
+        &json!({
+            "from": rfc3339(from),
+            "to": rfc3339(to),
+            "group_by": group_name,
+            "total": total_json,
+            "groups": groups.iter().map(group_json).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// `GET /api/teams/{id}/audit` (admin): newest first.
+pub async fn audit_trail(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    access(state, caller, team_id, Role::Admin).await?;
+    let params = query_params(request.uri().query(), &["limit"])?;
+    let limit = match params.first() {
+        Some((_, text)) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| GatewayError::invalid("'limit' must be 1 to 1000.", Some("limit")))?,
+        None => 200,
+    };
+    let entries = state
+        .store
+        .audit(team_id, limit)
+        .await
+        .map_err(store_error)?;
+    let parse = |text: &Option<String>| -> Value {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let data: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "before": parse(&e.before_json),
+                "after": parse(&e.after_json),
+                "at": rfc3339(e.at),
+            })
+        })
+        .collect();
+    respond(StatusCode::OK, &json!({"data": data}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_read_dates_and_instants() {
+        assert_eq!(
+            bound("2026-11-01", "from", false).unwrap(),
+            1_793_491_200_000
+        );
+        assert_eq!(
+            bound("2026-11-01", "to", true).unwrap(),
+            1_793_491_200_000 + DAY_MS
+        );
+        assert_eq!(
+            bound("2026-11-01T00:00:00Z", "from", false).unwrap(),
+            1_793_491_200_000
+        );
+        assert_eq!(
+            bound("2026-11-01T01:00:00+01:00", "from", false).unwrap(),
+            1_793_491_200_000
+        );
+        assert!(bound("yesterday", "from", false).is_err());
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn query_params_decode_and_refuse_unknown_names() {
+        let params = query_params(
+            Some("from=2026-11-01T00%3A00%3A00%2B01%3A00&group_by=day"),
+            &["from", "group_by"],
+        )
+        .unwrap();
+        assert_eq!(params[0].1, "2026-11-01T00:00:00+01:00");
+        assert!(query_params(Some("form=x"), &["from"]).is_err());
+    }
+}

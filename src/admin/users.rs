@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{audit, current_balance, json as body, respond, rfc3339, Caller};
-use crate::app::{now_ms, AppState};
+use crate::app::AppState;
 use crate::auth;
 use crate::error::GatewayError;
 use crate::http_body::Body;
@@ -105,7 +105,7 @@ pub async fn create_user(
         id: keys::new_id("usr"),
         email: body::email(&input.email, "email")?,
         name: body::short_text(input.name, "name", 200)?,
-        created_at: now_ms(),
+        created_at: state.clock.now_ms(),
     };
     match state.store.create_user(&user).await {
         Ok(()) => {}
@@ -134,6 +134,7 @@ pub async fn create_user(
 
 async fn issue_key(
     state: &AppState,
+    caller: &Caller,
     user_id: &str,
     name: Option<String>,
     billing_choice: Option<&str>,
@@ -146,10 +147,21 @@ async fn issue_key(
         prefix,
         key_hash,
         billing: billing(state, user_id, billing_choice).await?,
-        created_at: now_ms(),
+        created_at: state.clock.now_ms(),
         revoked_at: None,
     };
     state.store.insert_key(&row).await.map_err(store_error)?;
+    let after = json!({"user_id": row.user_id, "prefix": row.prefix, "billing": row.billing});
+    audit(
+        state,
+        None,
+        caller,
+        "key.create",
+        Some(&row.id),
+        None,
+        Some(after),
+    )
+    .await?;
     let mut out = key_json(&row);
     out["key"] = json!(key);
     respond(StatusCode::CREATED, &out)
@@ -173,7 +185,7 @@ pub async fn create_key_for(
     {
         return Err(GatewayError::NotFound(format!("No user {user_id}.")));
     }
-    issue_key(state, user_id, input.name, input.billing.as_deref()).await
+    issue_key(state, caller, user_id, input.name, input.billing.as_deref()).await
 }
 
 /// `POST /api/users/{id}/credits` (operator).
@@ -210,7 +222,7 @@ pub async fn add_credits(
             amount,
             note.as_deref(),
             "operator",
-            now_ms(),
+            state.clock.now_ms(),
         )
         .await
         .map_err(store_error)?;
@@ -285,6 +297,7 @@ pub async fn create_my_key(
     let input: NewKey = body::read(request).await?;
     issue_key(
         state,
+        caller,
         &principal.user_id,
         input.name,
         input.billing.as_deref(),
@@ -347,7 +360,7 @@ pub async fn revoke_my_key(
 ) -> Result<Response<Body>, GatewayError> {
     let principal = caller.require_user()?;
     let mut key = my_live_key(state, &principal.user_id, key_id).await?;
-    let at = now_ms();
+    let at = state.clock.now_ms();
     state
         .store
         .revoke_key(&key.id, at)

@@ -60,10 +60,11 @@ run() { # name url body conns
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  printf '%-34s %10s %10s %10s\n' "$1" "$rps" "$p50" "$p99"
-  echo "$1,$rps,$p50,$p99" >> "$work/results.csv"
+  errors=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  printf '%-34s %10s %10s %10s %8s\n' "$1" "$rps" "$p50" "$p99" "${errors:-0}"
+  echo "$1,$rps,$p50,$p99,${errors:-0}" >> "$work/results.csv"
 }
-printf '%-34s %10s %10s %10s\n' "run" "req/s" "p50" "p99"
+printf '%-34s %10s %10s %10s %8s\n' "run" "req/s" "p50" "p99" "non-2xx"
 for round in 1 2; do
   run "direct json c64 (r$round)"  http://127.0.0.1:18080/v1/chat/completions "$json_body" 64
   run "tollgate json c64 (r$round)" http://127.0.0.1:14000/v1/chat/completions "$json_body" 64

@@ -81,6 +81,9 @@ pub struct AppState {
     pub admin_token_hash: String,
     pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub policy_cache: PolicyCache,
+    /// Last answers of the database, used only while it does not answer.
+    pub last_known_keys: moka::sync::Cache<String, Option<Arc<auth::Principal>>>,
+    pub last_known_policies: moka::sync::Cache<(String, String), Option<Arc<policy::MemberPolicy>>>,
     pub clock: Clock,
 }
 
@@ -93,6 +96,8 @@ pub enum InitError {
     Counters(#[from] crate::counters::CounterError),
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Spool(#[from] crate::ledger::SpoolError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -139,7 +144,7 @@ impl App {
             &config.ledger,
             tasks.clone(),
             ledger_stop.clone(),
-        );
+        )?;
         let rate_limiter = std::num::NonZeroU32::new(config.limits.rpm_per_key)
             .map(|rpm| RateLimiter::keyed(Quota::per_minute(rpm)));
         let listener =
@@ -152,6 +157,8 @@ impl App {
         let state = Arc::new(AppState {
             key_cache: auth::key_cache(config.cache.key_ttl_ms, config.cache.max_keys),
             policy_cache: policy::policy_cache(config.cache.key_ttl_ms),
+            last_known_keys: auth::last_known(config.cache.max_keys),
+            last_known_policies: auth::last_known(100_000),
             clock,
             config,
             store,

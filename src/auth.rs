@@ -71,11 +71,20 @@ pub async fn authenticate_key(
         return cached.ok_or(GatewayError::InvalidApiKey);
     }
     state.metrics.key_cache_miss();
-    let row = state
-        .store
-        .key_by_hash(&hash)
-        .await
-        .map_err(GatewayError::internal)?;
+    let row = match state.store.key_by_hash(&hash).await {
+        Ok(row) => row,
+        Err(error) => {
+            // The database is away: keys this process has seen keep working.
+            if let Some(known) = state.last_known_keys.get(&hash) {
+                state.metrics.store_fallback();
+                return known.ok_or(GatewayError::InvalidApiKey);
+            }
+            tracing::warn!(%error, "Key lookup failed and the key is not known here.");
+            return Err(GatewayError::Unavailable(
+                "The gateway cannot reach its database to check this key; retry shortly.".into(),
+            ));
+        }
+    };
     // The lookup was by hash; compare the stored hash in constant time too.
     let principal = row
         .filter(|row| keys::constant_time_eq(row.key_hash.as_bytes(), hash.as_bytes()))
@@ -87,7 +96,8 @@ pub async fn authenticate_key(
                 billing: row.billing,
             })
         });
-    state.key_cache.insert(hash, principal.clone());
+    state.key_cache.insert(hash.clone(), principal.clone());
+    state.last_known_keys.insert(hash, principal.clone());
     principal.ok_or(GatewayError::InvalidApiKey)
 }
 
@@ -95,4 +105,18 @@ pub async fn authenticate_key(
 /// change made here).
 pub fn forget_key(state: &AppState, key_hash: &str) {
     state.key_cache.invalidate(key_hash);
+    state.last_known_keys.invalidate(key_hash);
+}
+
+/// The last answer the database gave for each key (or team policy), kept
+/// for a day and used only while the database does not answer.
+pub fn last_known<K, V>(max: u64) -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(max)
+        .time_to_live(Duration::from_secs(24 * 3600))
+        .build()
 }

@@ -195,6 +195,12 @@ pub struct LedgerConfig {
     pub flush_interval_ms: u64,
     /// Rows held in memory waiting for the writer.
     pub queue_capacity: usize,
+    /// Where rows wait (fsync'd) while the database is away.
+    pub spool_dir: String,
+    /// A batch the database has not taken in this time goes to the spool.
+    pub write_timeout_ms: u64,
+    /// How often a non-empty spool is replayed into the database.
+    pub replay_interval_ms: u64,
 }
 
 impl Default for LedgerConfig {
@@ -203,6 +209,9 @@ impl Default for LedgerConfig {
             batch_size: 500,
             flush_interval_ms: 50,
             queue_capacity: 65_536,
+            spool_dir: "tollgate-spool".into(),
+            write_timeout_ms: 5_000,
+            replay_interval_ms: 1_000,
         }
     }
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     reservations_outstanding: AtomicI64,
     key_cache_hits: AtomicU64,
     key_cache_misses: AtomicU64,
+    store_fallbacks: AtomicU64,
 }
 
 impl Metrics {
@@ -45,6 +46,11 @@ impl Metrics {
 
     pub fn key_cache_hit(&self) {
         self.key_cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lookup answered from the last known value: the database was away.
+    pub fn store_fallback(&self) {
+        self.store_fallbacks.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn key_cache_miss(&self) {
@@ -143,6 +149,9 @@ impl Metrics {
             "tollgate_key_cache_total{{result=\"miss\"}} {}",
             load(&self.key_cache_misses)
         );
+        let _ = writeln!(out, "# HELP tollgate_store_fallbacks_total Lookups answered from last known values while the database was away.");
+        let _ = writeln!(out, "# TYPE tollgate_store_fallbacks_total counter");
+        let _ = writeln!(out, "tollgate_store_fallbacks_total {}", load(&self.store_fallbacks));
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");

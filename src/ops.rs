@@ -52,7 +52,12 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
         "status": status,
         "database": if database { "ok" } else { "unreachable" },
         "counters": {"backend": state.counters.backend_name(), "status": if counters { "ok" } else { "unreachable" }},
-        "ledger_queue_depth": state.ledger.stats.depth(),
+        "ledger": {
+            "queue_depth": state.ledger.stats.depth(),
+            "mode": if state.ledger.stats.spooling.load(std::sync::atomic::Ordering::Relaxed) { "spooling" } else { "direct" },
+            "spool_rows": state.ledger.stats.spool_rows(),
+            "refusing": state.ledger.is_saturated(),
+        },
     });
     respond(code, "application/json", body.to_string())
 }

@@ -77,18 +77,26 @@ pub async fn member_policy(
     if let Some(cached) = state.policy_cache.get(&cache_key) {
         return Ok(cached);
     }
-    let team = state
-        .store
-        .team(team_id)
-        .await
-        .map_err(GatewayError::internal)?;
-    let member = match &team {
-        Some(_) => state
-            .store
-            .member(team_id, user_id)
-            .await
-            .map_err(GatewayError::internal)?,
-        None => None,
+    let looked_up = async {
+        let team = state.store.team(team_id).await?;
+        let member = match &team {
+            Some(_) => state.store.member(team_id, user_id).await?,
+            None => None,
+        };
+        Ok::<_, crate::store::StoreError>((team, member))
+    };
+    let (team, member) = match looked_up.await {
+        Ok(found) => found,
+        Err(error) => {
+            if let Some(known) = state.last_known_policies.get(&cache_key) {
+                state.metrics.store_fallback();
+                return Ok(known);
+            }
+            tracing::warn!(%error, "Team policy lookup failed and is not known here.");
+            return Err(GatewayError::Unavailable(
+                "The gateway cannot reach its database to check this team; retry shortly.".into(),
+            ));
+        }
     };
     let policy = match (team, member) {
         (Some(team), Some(member)) => Some(Arc::new(MemberPolicy {
@@ -102,13 +110,15 @@ pub async fn member_policy(
         })),
         _ => None,
     };
-    state.policy_cache.insert(cache_key, policy.clone());
+    state.policy_cache.insert(cache_key.clone(), policy.clone());
+    state.last_known_policies.insert(cache_key, policy.clone());
     Ok(policy)
 }
 
 /// Forgets cached policies after a change made in this process.
 pub fn forget_policies(state: &AppState) {
     state.policy_cache.invalidate_all();
+    state.last_known_policies.invalidate_all();
 }
 
 /// Whether `model` is usable under these restrictions.

@@ -465,7 +465,7 @@ async fn hold_money(
                     .store
                     .recorded_balance(account)
                     .await
-                    .map_err(GatewayError::internal)?;
+                    .map_err(database_away)?;
                 state
                     .counters
                     .seed(account, balance)
@@ -482,7 +482,7 @@ async fn hold_money(
                     .store
                     .member_spend(&policy.team_id, user_id, period.start_ms, period.end_ms)
                     .await
-                    .map_err(GatewayError::internal)?;
+                    .map_err(database_away)?;
                 state
                     .counters
                     .seed_spend(hold.key, spent)
@@ -492,6 +492,12 @@ async fn hold_money(
         }
     }
     Err(GatewayError::internal("counters could not be seeded"))
+}
+
+/// A counter must be seeded from the database, which does not answer.
+fn database_away(error: crate::store::StoreError) -> GatewayError {
+    tracing::warn!(%error, "Counter seed failed.");
+    GatewayError::Unavailable("The gateway cannot reach its database to read this balance; retry shortly.".into())
 }
 
 /// A soft limit passed by this request: the warning text, and a limit

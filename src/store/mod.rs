@@ -58,7 +58,7 @@ pub struct KeyRow {
 }
 
 /// One attribution row of the ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct UsageRow {
     pub request_id: String,
     pub user_id: String,

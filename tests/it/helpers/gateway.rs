@@ -38,6 +38,8 @@ pub fn redis_url() -> String {
 /// A test's private storage.
 pub struct TestStorage {
     pub database_url: String,
+    /// The ledger spool of this test's gateway.
+    pub spool_dir: PathBuf,
     pub redis_url: String,
     pub redis_prefix: String,
     sqlite_dir: Option<PathBuf>,
@@ -47,12 +49,14 @@ pub struct TestStorage {
 impl TestStorage {
     pub async fn new(backend: Backend) -> TestStorage {
         let tag = tollgate::keys::random_base62(12).to_ascii_lowercase();
+        let spool_dir = std::env::temp_dir().join(format!("tollgate-test-spool-{tag}"));
         match backend {
             Backend::Embedded => {
                 let dir = std::env::temp_dir().join(format!("tollgate-test-{tag}"));
                 std::fs::create_dir_all(&dir).unwrap();
                 TestStorage {
                     database_url: format!("sqlite://{}", dir.join("t.db").display()),
+                    spool_dir,
                     redis_url: String::new(),
                     redis_prefix: String::new(),
                     sqlite_dir: Some(dir),
@@ -72,6 +76,7 @@ impl TestStorage {
                 let root = base.rsplit_once('/').map(|(root, _)| root).unwrap_or(&base);
                 TestStorage {
                     database_url: format!("{root}/{name}"),
+                    spool_dir,
                     redis_url: redis_url(),
                     redis_prefix: format!("tgtest:{tag}"),
                     sqlite_dir: None,
@@ -86,6 +91,7 @@ impl TestStorage {
         if let Some(dir) = &self.sqlite_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+        let _ = std::fs::remove_dir_all(&self.spool_dir);
         if let Some(name) = &self.pg_database {
             if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -245,10 +251,14 @@ redis_prefix = "{}"
 
 [ledger]
 flush_interval_ms = 5
+spool_dir = "{}"
 
 {models}
 "#,
-            storage.database_url, storage.redis_url, storage.redis_prefix
+            storage.database_url,
+            storage.redis_url,
+            storage.redis_prefix,
+            storage.spool_dir.display()
         );
         let overrides: Vec<(String, String)> = overrides
             .iter()

@@ -3,10 +3,10 @@
 //! Run with `cargo bench --bench admission` (the Redis cases need Redis on
 //! 127.0.0.1:6379, or TOLLGATE_BENCH_REDIS; they are skipped without it).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate::counters::{Counters, Reserve, SpendHold};
+use tollgate::counters::{CounterKey, Counters, Reserve, SpendHold};
 use tollgate::money::Money;
 
 fn admission(c: &mut Criterion) {
@@ -27,11 +27,17 @@ fn admission(c: &mut Criterion) {
     for (name, counters) in &backends {
         runtime.block_on(async {
             counters
-                .seed("bench-owner", Money::parse_usd("1000000").unwrap())
+                .seed(
+                    &CounterKey::Balance("bench-owner".into()),
+                    Money::parse_usd("1000000").unwrap(),
+                )
                 .await
                 .unwrap();
             counters
-                .seed_spend("bench-team:bench-member:2026-11", Money::ZERO)
+                .seed(
+                    &CounterKey::Spend("bench-team:bench-member:2026-11".into()),
+                    Money::ZERO,
+                )
                 .await
                 .unwrap();
         });
@@ -39,10 +45,13 @@ fn admission(c: &mut Criterion) {
         group.bench_function("personal: hold + settle", |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let reserve = counters.reserve("bench-owner", hold, None).await.unwrap();
-                    assert!(matches!(reserve, Reserve::Held { .. }));
+                    let Reserve::Held { stamps, .. } =
+                        counters.reserve("bench-owner", hold, None).await.unwrap()
+                    else {
+                        panic!("not held");
+                    };
                     counters
-                        .adjust("bench-owner", hold.saturating_sub(cost), None)
+                        .settle("bench-owner", None, hold, cost, &stamps)
                         .await
                         .unwrap();
                 })
@@ -57,13 +66,15 @@ fn admission(c: &mut Criterion) {
                         key,
                         hard_limit: limit,
                     };
-                    let reserve = counters
+                    let Reserve::Held { stamps, .. } = counters
                         .reserve("bench-owner", hold, Some(spend))
                         .await
-                        .unwrap();
-                    assert!(matches!(reserve, Reserve::Held { .. }));
+                        .unwrap()
+                    else {
+                        panic!("not held");
+                    };
                     counters
-                        .adjust("bench-owner", hold.saturating_sub(cost), Some(key))
+                        .settle("bench-owner", Some(key), hold, cost, &stamps)
                         .await
                         .unwrap();
                 })

@@ -72,7 +72,7 @@ impl Clock {
 pub struct AppState {
     pub config: Config,
     pub store: Store,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub key_cache: KeyCache,
     pub client: UpstreamClient,
     pub ledger: LedgerSender,
@@ -130,17 +130,18 @@ impl App {
 
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<App, InitError> {
         let store = open_store(&config).await?;
-        let counters = if config.storage.redis_url.is_empty() {
+        let counters = Arc::new(if config.storage.redis_url.is_empty() {
             Counters::memory()
         } else {
             Counters::redis(&config.storage.redis_url, &config.storage.redis_prefix).await?
-        };
+        });
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
         let client = providers::build_client(&config.upstream)?;
         let tasks = TaskTracker::new();
         let ledger_stop = CancellationToken::new();
         let (ledger, ledger_writer) = ledger::start(
             store.clone(),
+            counters.clone(),
             &config.ledger,
             tasks.clone(),
             ledger_stop.clone(),

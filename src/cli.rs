@@ -10,7 +10,7 @@ use crate::app::{self, now_ms, App};
 use crate::config::Config;
 use crate::keys;
 use crate::money::Money;
-use crate::store::{KeyRow, User};
+use crate::store::{Credit, KeyRow, User};
 
 const HELP: &str = "\
 tollgate: an inline metering gateway for LLM APIs
@@ -222,14 +222,14 @@ async fn add_user(
         .map_err(|e| format!("cannot create {email}: {e}"))?;
     if let Some(amount) = amount.filter(|a| a.nano() > 0) {
         store
-            .add_credit(
-                &keys::new_id("crd"),
-                &user.id,
+            .add_credit(&Credit {
+                id: &keys::new_id("crd"),
+                user_id: &user.id,
                 amount,
-                Some("initial credit"),
-                "cli",
-                now_ms(),
-            )
+                note: Some("initial credit"),
+                created_by: "cli",
+                at: now_ms(),
+            })
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -6,9 +6,17 @@
 //! every settlement is one atomic step: one critical section in memory, one
 //! Lua script in Redis.
 //!
-//! A balance counter holds what an account may still spend: credits minus
-//! settled spend minus outstanding reservations. A missing counter is
-//! seeded from the store (credits minus recorded spend) by the caller.
+//! Two kinds of counter: an account's **balance** (credits − settled spend −
+//! outstanding holds) and a member's **month spend** in a team (settled
+//! spend + outstanding holds). A missing counter is seeded from the store by
+//! the caller.
+//!
+//! Every counter carries a **stamp**, a random id given when it is seeded.
+//! Redis keeps nothing on disk: after a restart counters are rebuilt from
+//! the ledger under new stamps. A settlement or ledger write that finds a
+//! stamp other than the one its hold was taken under knows the rebuilt
+//! counter does not contain that hold, and applies the cost alone (see
+//! `ARCHITECTURE.md`, "Redis restarts").
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +34,32 @@ pub enum CounterError {
     Poisoned,
 }
 
+/// Which counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CounterKey {
+    /// An account's balance.
+    Balance(String),
+    /// A member's month spend: `team:user:YYYY-MM`.
+    Spend(String),
+}
+
+impl CounterKey {
+    fn name(&self) -> String {
+        match self {
+            CounterKey::Balance(account) => format!("bal:{account}"),
+            CounterKey::Spend(key) => format!("spend:{key}"),
+        }
+    }
+
+    /// How a cost moves this counter: a balance goes down, a spend up.
+    fn cost_delta(&self, cost: Money) -> i64 {
+        match self {
+            CounterKey::Balance(_) => -cost.nano(),
+            CounterKey::Spend(_) => cost.nano(),
+        }
+    }
+}
+
 /// The member's monthly spend counter a team-billed hold also moves.
 #[derive(Debug, Clone, Copy)]
 pub struct SpendHold<'a> {
@@ -36,13 +70,23 @@ pub struct SpendHold<'a> {
     pub hard_limit: Option<Money>,
 }
 
+/// The stamps of the counters a hold or a cost is counted in (`""`: the
+/// counter did not exist).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamps {
+    pub balance: String,
+    pub spend: String,
+}
+
 /// The answer to a reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reserve {
-    /// Held; the balance left, and the member's spend with the hold.
+    /// Held; the balance left, the member's spend with the hold, and the
+    /// stamps the hold was taken under.
     Held {
         remaining: Money,
         spend: Option<Money>,
+        stamps: Stamps,
     },
     /// The account cannot cover the amount; what it has.
     Insufficient { available: Money },
@@ -74,7 +118,9 @@ impl Counters {
             connection,
             prefix: prefix.to_string(),
             reserve: Script::new(RESERVE_LUA),
-            adjust: Script::new(ADJUST_LUA),
+            settle: Script::new(SETTLE_LUA),
+            seed: Script::new(SEED_LUA),
+            apply: Script::new(APPLY_LUA),
         }))
     }
 
@@ -83,6 +129,12 @@ impl Counters {
             Counters::Memory(_) => "memory",
             Counters::Redis(_) => "redis",
         }
+    }
+
+    /// Whether counters can lose their state while the gateway runs (a
+    /// Redis restart), so stamps must be checked.
+    pub fn can_be_rebuilt(&self) -> bool {
+        matches!(self, Counters::Redis(_))
     }
 
     /// Atomically holds `amount` against the account's balance and, for a
@@ -100,53 +152,97 @@ impl Counters {
         }
     }
 
-    /// Sets a missing balance counter; an existing one is left alone
-    /// (another request or process seeded it first).
-    pub async fn seed(&self, account: &str, balance: Money) -> Result<(), CounterError> {
+    /// Sets a missing counter under a new stamp; an existing one is left
+    /// alone (another request or process seeded it first).
+    pub async fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {
         match self {
-            Counters::Memory(memory) => memory.seed(&balance_key(account), balance),
-            Counters::Redis(redis) => redis.seed(&redis.balance_key(account), balance).await,
+            Counters::Memory(memory) => memory.seed(key, value),
+            Counters::Redis(redis) => redis.seed(key, value).await,
         }
     }
 
-    /// Sets a missing spend counter.
-    pub async fn seed_spend(&self, key: &str, spend: Money) -> Result<(), CounterError> {
-        match self {
-            Counters::Memory(memory) => memory.seed(&spend_key(key), spend),
-            Counters::Redis(redis) => redis.seed(&redis.spend_key(key), spend).await,
-        }
-    }
-
-    /// Returns the unused part of a hold (or takes the excess): `delta` is
-    /// added to the balance and taken from the spend counter, if they exist.
-    /// A missing counter stays missing: its next seed reads the store,
-    /// which has the truth. Returns whether the balance counter existed.
-    pub async fn adjust(
+    /// Settles a hold at its exact cost: where the counter still has the
+    /// stamp of the hold, the unused part (`hold − cost`) is returned; where
+    /// it was rebuilt since, only the cost is applied. Returns the stamps the
+    /// cost is now counted under.
+    pub async fn settle(
         &self,
         account: &str,
-        delta: Money,
         spend_key: Option<&str>,
-    ) -> Result<bool, CounterError> {
+        hold: Money,
+        cost: Money,
+        stamps: &Stamps,
+    ) -> Result<Stamps, CounterError> {
         match self {
-            Counters::Memory(memory) => memory.adjust(account, delta, spend_key),
-            Counters::Redis(redis) => redis.adjust(account, delta, spend_key).await,
+            Counters::Memory(memory) => memory.settle(account, spend_key, hold, cost, stamps),
+            Counters::Redis(redis) => redis.settle(account, spend_key, hold, cost, stamps).await,
         }
     }
 
-    /// The member's spend counter, if it exists.
-    pub async fn spend(&self, key: &str) -> Result<Option<Money>, CounterError> {
+    /// Applies `cost` to a counter only if it still has `stamp` (a ledger
+    /// write correcting a counter rebuilt before the row was stored).
+    pub async fn apply_cost_if(
+        &self,
+        key: &CounterKey,
+        cost: Money,
+        stamp: &str,
+    ) -> Result<(), CounterError> {
+        self.apply_if(key, key.cost_delta(cost), stamp).await
+    }
+
+    /// Adds a credit to a balance only if it still has `stamp` (read before
+    /// the credit was stored; a counter rebuilt after already has it).
+    pub async fn credit_if(
+        &self,
+        account: &str,
+        amount: Money,
+        stamp: &str,
+    ) -> Result<(), CounterError> {
+        self.apply_if(
+            &CounterKey::Balance(account.to_string()),
+            amount.nano(),
+            stamp,
+        )
+        .await
+    }
+
+    async fn apply_if(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        stamp: &str,
+    ) -> Result<(), CounterError> {
+        if stamp.is_empty() {
+            return Ok(());
+        }
         match self {
-            Counters::Memory(memory) => memory.get(&spend_key(key)),
-            Counters::Redis(redis) => redis.get(&redis.spend_key(key)).await,
+            Counters::Memory(memory) => memory.apply_if(key, delta, stamp),
+            Counters::Redis(redis) => redis.apply_if(key, delta, stamp).await,
         }
     }
 
-    /// The balance counter's value, if it exists.
+    /// The current stamps of counters (`""` for a missing one).
+    pub async fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<String>, CounterError> {
+        match self {
+            Counters::Memory(memory) => memory.stamps(keys),
+            Counters::Redis(redis) => redis.stamps(keys).await,
+        }
+    }
+
+    /// A counter's value, if it exists.
+    pub async fn value(&self, key: &CounterKey) -> Result<Option<Money>, CounterError> {
+        match self {
+            Counters::Memory(memory) => memory.value(key),
+            Counters::Redis(redis) => redis.value(key).await,
+        }
+    }
+
     pub async fn balance(&self, account: &str) -> Result<Option<Money>, CounterError> {
-        match self {
-            Counters::Memory(memory) => memory.get(&balance_key(account)),
-            Counters::Redis(redis) => redis.get(&redis.balance_key(account)).await,
-        }
+        self.value(&CounterKey::Balance(account.to_string())).await
+    }
+
+    pub async fn spend(&self, key: &str) -> Result<Option<Money>, CounterError> {
+        self.value(&CounterKey::Spend(key.to_string())).await
     }
 
     pub async fn ping(&self) -> Result<(), CounterError> {
@@ -165,13 +261,8 @@ impl Counters {
 
 // === impl MemoryCounters ===
 
-fn balance_key(account: &str) -> String {
-    format!("bal:{account}")
-}
-
-fn spend_key(key: &str) -> String {
-    format!("spend:{key}")
-}
+/// The stamp of every in-process counter: they are never rebuilt.
+const MEMORY_STAMP: &str = "m";
 
 /// One process's counters. The lock is held for map lookups and integer
 /// adds, never across an await, so a hold on balance and spend is atomic.
@@ -188,13 +279,13 @@ impl MemoryCounters {
         spend: Option<SpendHold<'_>>,
     ) -> Result<Reserve, CounterError> {
         let mut values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
-        let balance_key = balance_key(account);
-        let Some(&balance) = values.get(&balance_key) else {
+        let balance_name = CounterKey::Balance(account.to_string()).name();
+        let Some(&balance) = values.get(&balance_name) else {
             return Ok(Reserve::MissingBalance);
         };
-        let spend_key = spend.map(|s| spend_key(s.key));
-        let spent = match &spend_key {
-            Some(key) => match values.get(key) {
+        let spend_name = spend.map(|s| CounterKey::Spend(s.key.to_string()).name());
+        let spent = match &spend_name {
+            Some(name) => match values.get(name) {
                 Some(&spent) => Some(spent),
                 None => return Ok(Reserve::MissingSpend),
             },
@@ -213,11 +304,11 @@ impl MemoryCounters {
                 available: Money::from_nano(balance),
             });
         }
-        values.insert(balance_key, balance - amount.nano());
-        let spend_after = match spend_key {
-            Some(key) => {
+        values.insert(balance_name, balance - amount.nano());
+        let spend_after = match spend_name {
+            Some(name) => {
                 let after = spent.unwrap_or(0).saturating_add(amount.nano());
-                values.insert(key, after);
+                values.insert(name, after);
                 Some(Money::from_nano(after))
             }
             None => None,
@@ -225,89 +316,167 @@ impl MemoryCounters {
         Ok(Reserve::Held {
             remaining: Money::from_nano(balance - amount.nano()),
             spend: spend_after,
+            stamps: Stamps {
+                balance: MEMORY_STAMP.into(),
+                spend: if spend.is_some() {
+                    MEMORY_STAMP.into()
+                } else {
+                    String::new()
+                },
+            },
         })
     }
 
-    fn seed(&self, key: &str, value: Money) -> Result<(), CounterError> {
+    fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {
         let mut values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
-        values.entry(key.to_string()).or_insert(value.nano());
+        values.entry(key.name()).or_insert(value.nano());
         Ok(())
     }
 
     /// The settlement path for memory counters: synchronous, so it can run
     /// even from a `Drop` outside the runtime.
-    pub fn adjust(
+    pub fn settle(
         &self,
         account: &str,
-        delta: Money,
-        spend: Option<&str>,
-    ) -> Result<bool, CounterError> {
+        spend_key: Option<&str>,
+        hold: Money,
+        cost: Money,
+        _stamps: &Stamps,
+    ) -> Result<Stamps, CounterError> {
+        let unused = hold.nano().saturating_sub(cost.nano());
         let mut values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
-        if let Some(key) = spend {
-            if let Some(spent) = values.get_mut(&spend_key(key)) {
-                *spent = spent.saturating_sub(delta.nano());
+        let mut counted = Stamps::default();
+        if let Some(balance) = values.get_mut(&CounterKey::Balance(account.to_string()).name()) {
+            *balance = balance.saturating_add(unused);
+            counted.balance = MEMORY_STAMP.into();
+        }
+        if let Some(key) = spend_key {
+            if let Some(spent) = values.get_mut(&CounterKey::Spend(key.to_string()).name()) {
+                *spent = spent.saturating_sub(unused);
+                counted.spend = MEMORY_STAMP.into();
             }
         }
-        match values.get_mut(&balance_key(account)) {
-            Some(balance) => {
-                *balance = balance.saturating_add(delta.nano());
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(counted)
     }
 
-    fn get(&self, key: &str) -> Result<Option<Money>, CounterError> {
+    fn apply_if(&self, key: &CounterKey, delta: i64, stamp: &str) -> Result<(), CounterError> {
+        if stamp != MEMORY_STAMP {
+            return Ok(());
+        }
+        let mut values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
+        if let Some(value) = values.get_mut(&key.name()) {
+            *value = value.saturating_add(delta);
+        }
+        Ok(())
+    }
+
+    fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<String>, CounterError> {
         let values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
-        Ok(values.get(key).map(|b| Money::from_nano(*b)))
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if values.contains_key(&k.name()) {
+                    MEMORY_STAMP.into()
+                } else {
+                    String::new()
+                }
+            })
+            .collect())
+    }
+
+    fn value(&self, key: &CounterKey) -> Result<Option<Money>, CounterError> {
+        let values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
+        Ok(values.get(&key.name()).map(|v| Money::from_nano(*v)))
     }
 }
 
 // === impl RedisCounters ===
 
+// Each counter is a hash {v: value, s: stamp}. Arithmetic is Redis's exact
+// 64-bit HINCRBY; Lua only compares.
+
 /// Holds `ARGV[1]` against the balance `KEYS[1]` and, when `KEYS[2]` is
-/// given, adds it to that spend counter, refusing if `ARGV[2]` (a hard
-/// limit; empty for none) would be passed. All or nothing. Subtractions are
-/// Redis's own exact 64-bit `DECRBY`/`INCRBY`; Lua only compares. Returns
-/// `{status, balance, spend}`: 1 held, 0 insufficient, 2 limit reached,
-/// -1 balance missing, -2 spend missing.
+/// given, adds it to that spend counter, refusing if `ARGV[2]` (a hard limit;
+/// empty for none) would be passed. All or nothing. `ARGV[3]` is -`ARGV[1]`.
+/// Returns `{status, balance, spend, balance stamp, spend stamp}`: status 1
+/// held, 0 insufficient, 2 limit reached, -1 balance missing, -2 spend
+/// missing.
 const RESERVE_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {-1, '0', '0'}
+  return {-1, '0', '0', '', ''}
 end
-local spent = nil
+local bstamp = redis.call('HGET', KEYS[1], 's') or ''
+local spent = '0'
+local sstamp = ''
 if #KEYS > 1 then
-  spent = redis.call('GET', KEYS[2])
-  if not spent then
-    return {-2, '0', '0'}
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    return {-2, '0', '0', bstamp, ''}
   end
+  spent = redis.call('HGET', KEYS[2], 'v') or '0'
+  sstamp = redis.call('HGET', KEYS[2], 's') or ''
   if ARGV[2] ~= '' and tonumber(spent) + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
-    return {2, '0', spent}
+    return {2, '0', spent, bstamp, sstamp}
   end
 end
-local after = redis.call('DECRBY', KEYS[1], ARGV[1])
+local after = redis.call('HINCRBY', KEYS[1], 'v', ARGV[3])
 if after < 0 then
-  local restored = redis.call('INCRBY', KEYS[1], ARGV[1])
-  return {0, tostring(restored), '0'}
+  local restored = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])
+  return {0, tostring(restored), '0', bstamp, sstamp}
 end
 local spend_after = '0'
 if #KEYS > 1 then
-  spend_after = tostring(redis.call('INCRBY', KEYS[2], ARGV[1]))
+  spend_after = tostring(redis.call('HINCRBY', KEYS[2], 'v', ARGV[1]))
 end
-return {1, tostring(after), spend_after}
+return {1, tostring(after), spend_after, bstamp, sstamp}
 ";
 
-/// Adds `ARGV[1]` to the balance `KEYS[1]` and subtracts it from the spend
-/// counter `KEYS[2]`, each only if it exists.
-const ADJUST_LUA: &str = r"
-if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('DECRBY', KEYS[2], ARGV[1])
+/// Settles one hold. `ARGV`: 1 balance stamp of the hold, 2 spend stamp,
+/// 3 the unused part (hold − cost), 4 −cost, 5 cost − hold, 6 cost. Same
+/// stamp: return the unused part; another stamp (rebuilt): apply the cost.
+/// Returns the stamps the cost is counted under (`''` where missing).
+const SETTLE_LUA: &str = r"
+local counted = {'', ''}
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local stamp = redis.call('HGET', KEYS[1], 's') or ''
+  if stamp == ARGV[1] then
+    redis.call('HINCRBY', KEYS[1], 'v', ARGV[3])
+  else
+    redis.call('HINCRBY', KEYS[1], 'v', ARGV[4])
+  end
+  counted[1] = stamp
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  local stamp = redis.call('HGET', KEYS[2], 's') or ''
+  if stamp == ARGV[2] then
+    redis.call('HINCRBY', KEYS[2], 'v', ARGV[5])
+  else
+    redis.call('HINCRBY', KEYS[2], 'v', ARGV[6])
+  end
+  counted[2] = stamp
+end
+return counted
+";
+
+/// Seeds a missing counter: value `ARGV[1]`, stamp `ARGV[2]`, and expiry
+/// `ARGV[3]` seconds when not empty.
+const SEED_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 return 1
+";
+
+/// Adds `ARGV[1]` to the counter if its stamp is `ARGV[2]`.
+const APPLY_LUA: &str = r"
+if redis.call('HGET', KEYS[1], 's') == ARGV[2] then
+  redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])
+  return 1
+end
+return 0
 ";
 
 /// Spend counters outlive their month by a few days, then expire.
@@ -317,16 +486,14 @@ pub struct RedisCounters {
     connection: ConnectionManager,
     prefix: String,
     reserve: Script,
-    adjust: Script,
+    settle: Script,
+    seed: Script,
+    apply: Script,
 }
 
 impl RedisCounters {
-    fn balance_key(&self, account: &str) -> String {
-        format!("{}:bal:{account}", self.prefix)
-    }
-
-    fn spend_key(&self, key: &str) -> String {
-        format!("{}:spend:{key}", self.prefix)
+    fn key(&self, key: &CounterKey) -> String {
+        format!("{}:{}", self.prefix, key.name())
     }
 
     async fn reserve(
@@ -336,9 +503,11 @@ impl RedisCounters {
         spend: Option<SpendHold<'_>>,
     ) -> Result<Reserve, CounterError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.reserve.key(self.balance_key(account));
+        let mut invocation = self
+            .reserve
+            .key(self.key(&CounterKey::Balance(account.to_string())));
         if let Some(spend) = spend {
-            invocation.key(self.spend_key(spend.key));
+            invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
         }
         invocation.arg(amount.nano());
         invocation.arg(
@@ -346,14 +515,24 @@ impl RedisCounters {
                 .and_then(|s| s.hard_limit)
                 .map_or(String::new(), |l| l.nano().to_string()),
         );
-        let (status, balance, spent): (i64, String, String) =
-            invocation.invoke_async(&mut connection).await?;
+        invocation.arg(-amount.nano());
+        let (status, balance, spent, balance_stamp, spend_stamp): (
+            i64,
+            String,
+            String,
+            String,
+            String,
+        ) = invocation.invoke_async(&mut connection).await?;
         let balance = Money::from_nano(balance.parse().unwrap_or(0));
         let spent = Money::from_nano(spent.parse().unwrap_or(0));
         Ok(match status {
             1 => Reserve::Held {
                 remaining: balance,
                 spend: spend.map(|_| spent),
+                stamps: Stamps {
+                    balance: balance_stamp,
+                    spend: spend_stamp,
+                },
             },
             0 => Reserve::Insufficient { available: balance },
             2 => Reserve::LimitReached {
@@ -365,39 +544,85 @@ impl RedisCounters {
         })
     }
 
-    async fn seed(&self, key: &str, value: Money) -> Result<(), CounterError> {
+    async fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {
         let mut connection = self.connection.clone();
-        let mut command = redis::cmd("SET");
-        command.arg(key).arg(value.nano()).arg("NX");
-        if key.starts_with(&format!("{}:spend:", self.prefix)) {
-            command.arg("EX").arg(SPEND_TTL_SECS);
-        }
-        command
-            .query_async::<Option<String>>(&mut connection)
+        let expiry = match key {
+            CounterKey::Spend(_) => SPEND_TTL_SECS.to_string(),
+            CounterKey::Balance(_) => String::new(),
+        };
+        let _: i64 = self
+            .seed
+            .key(self.key(key))
+            .arg(value.nano())
+            .arg(crate::keys::random_base62(16))
+            .arg(expiry)
+            .invoke_async(&mut connection)
             .await?;
         Ok(())
     }
 
-    async fn adjust(
+    async fn settle(
         &self,
         account: &str,
-        delta: Money,
-        spend: Option<&str>,
-    ) -> Result<bool, CounterError> {
+        spend_key: Option<&str>,
+        hold: Money,
+        cost: Money,
+        stamps: &Stamps,
+    ) -> Result<Stamps, CounterError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.adjust.key(self.balance_key(account));
-        if let Some(key) = spend {
-            invocation.key(self.spend_key(key));
+        let mut invocation = self
+            .settle
+            .key(self.key(&CounterKey::Balance(account.to_string())));
+        if let Some(key) = spend_key {
+            invocation.key(self.key(&CounterKey::Spend(key.to_string())));
         }
-        invocation.arg(delta.nano());
-        let existed: i64 = invocation.invoke_async(&mut connection).await?;
-        Ok(existed == 1)
+        let unused = hold.nano().saturating_sub(cost.nano());
+        invocation
+            .arg(&stamps.balance)
+            .arg(&stamps.spend)
+            .arg(unused)
+            .arg(-cost.nano())
+            .arg(-unused)
+            .arg(cost.nano());
+        let (balance, spend): (String, String) = invocation.invoke_async(&mut connection).await?;
+        Ok(Stamps { balance, spend })
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Money>, CounterError> {
+    async fn apply_if(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        stamp: &str,
+    ) -> Result<(), CounterError> {
         let mut connection = self.connection.clone();
-        let value: Option<i64> = redis::cmd("GET")
-            .arg(key)
+        let _: i64 = self
+            .apply
+            .key(self.key(key))
+            .arg(delta)
+            .arg(stamp)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<String>, CounterError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut pipeline = redis::pipe();
+        for key in keys {
+            pipeline.cmd("HGET").arg(self.key(key)).arg("s");
+        }
+        let stamps: Vec<Option<String>> = pipeline.query_async(&mut connection).await?;
+        Ok(stamps.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    async fn value(&self, key: &CounterKey) -> Result<Option<Money>, CounterError> {
+        let mut connection = self.connection.clone();
+        let value: Option<i64> = redis::cmd("HGET")
+            .arg(self.key(key))
+            .arg("v")
             .query_async(&mut connection)
             .await?;
         Ok(value.map(Money::from_nano))

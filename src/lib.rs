@@ -8,6 +8,7 @@
 //! the health and metrics routes. `config` turns TOML and environment into
 //! a validated [`config::Config`].
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -151,7 +151,11 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP tollgate_store_fallbacks_total Lookups answered from last known values while the database was away.");
         let _ = writeln!(out, "# TYPE tollgate_store_fallbacks_total counter");
-        let _ = writeln!(out, "tollgate_store_fallbacks_total {}", load(&self.store_fallbacks));
+        let _ = writeln!(
+            out,
+            "tollgate_store_fallbacks_total {}",
+            load(&self.store_fallbacks)
+        );
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");

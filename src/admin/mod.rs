@@ -204,22 +204,28 @@ pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, G
     {
         return Ok(balance);
     }
-    let recorded = state
-        .store
-        .recorded_balance(account)
+    crate::accounts::seed_balance(&state.store, &state.counters, account)
         .await
-        .map_err(GatewayError::internal)?;
+        .map_err(seed_failed)?;
     state
-        .counters
-        .seed(account, recorded)
-        .await
-        .map_err(GatewayError::internal)?;
-    Ok(state
         .counters
         .balance(account)
         .await
         .map_err(GatewayError::internal)?
-        .unwrap_or(recorded))
+        .ok_or_else(|| GatewayError::internal("balance counter missing after its seed"))
+}
+
+/// A counter seed failed: a database that does not answer is 503.
+pub fn seed_failed(error: crate::accounts::AccountsError) -> GatewayError {
+    match error {
+        crate::accounts::AccountsError::Store(error) => {
+            tracing::warn!(%error, "Counter seed failed.");
+            GatewayError::Unavailable(
+                "The gateway cannot reach its database to read this balance; retry shortly.".into(),
+            )
+        }
+        crate::accounts::AccountsError::Counters(error) => GatewayError::internal(error),
+    }
 }
 
 /// RFC 3339 UTC text of epoch milliseconds.

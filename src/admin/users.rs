@@ -13,7 +13,7 @@ use crate::auth;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
-use crate::store::{KeyRow, StoreError, User};
+use crate::store::{Credit, KeyRow, StoreError, User};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,26 +214,20 @@ pub async fn add_credits(
     {
         return Err(GatewayError::NotFound(format!("No user {user_id}.")));
     }
-    state
-        .store
-        .add_credit(
-            &keys::new_id("crd"),
-            user_id,
-            amount,
-            note.as_deref(),
-            "operator",
-            state.clock.now_ms(),
-        )
+    let credit_id = keys::new_id("crd");
+    let credit = Credit {
+        id: &credit_id,
+        user_id,
+        amount,
+        note: note.as_deref(),
+        created_by: &super::actor(caller),
+        at: state.clock.now_ms(),
+    };
+    // The credit row is durable first; then the live counter moves (unless
+    // it is missing or was rebuilt meanwhile: the store already has it).
+    crate::accounts::add_credit(&state.store, &state.counters, &credit)
         .await
-        .map_err(store_error)?;
-    // The credit row is durable first; then the live counter moves. A
-    // counter that does not exist yet will be seeded from the store, which
-    // already has the credit.
-    state
-        .counters
-        .adjust(user_id, amount, None)
-        .await
-        .map_err(GatewayError::internal)?;
+        .map_err(super::seed_failed)?;
     audit(
         state,
         None,

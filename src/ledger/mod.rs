@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::spool::Spool;
+use crate::accounts;
 use crate::config::LedgerConfig;
+use crate::counters::Counters;
 use crate::store::{Store, UsageRow};
 
 /// Counts shared with `/metrics` and `/readyz`.
@@ -119,6 +121,7 @@ pub struct SpoolError {
 /// Starts the writer; returns the sender and the writer's join handle.
 pub fn start(
     store: Store,
+    counters: Arc<Counters>,
     config: &LedgerConfig,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -141,6 +144,7 @@ pub fn start(
     };
     let writer = Writer {
         store,
+        counters,
         batch_size: config.batch_size,
         flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
         write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
@@ -155,6 +159,7 @@ pub fn start(
 
 struct Writer {
     store: Store,
+    counters: Arc<Counters>,
     batch_size: usize,
     flush_interval: Duration,
     write_timeout: Duration,
@@ -221,7 +226,8 @@ impl Writer {
         let mut backoff = Duration::from_millis(50);
         loop {
             if !self.spooling {
-                match tokio::time::timeout(self.write_timeout, self.store.insert_usage_rows(batch)).await {
+                let write = accounts::write_rows(&self.store, &self.counters, batch);
+                match tokio::time::timeout(self.write_timeout, write).await {
                     Ok(Ok(_)) => {
                         self.stats
                             .written
@@ -306,7 +312,8 @@ impl Writer {
                 }
             };
             for rows in &records {
-                match tokio::time::timeout(self.write_timeout, self.store.insert_usage_rows(rows)).await {
+                let write = accounts::write_rows(&self.store, &self.counters, rows);
+                match tokio::time::timeout(self.write_timeout, write).await {
                     Ok(Ok(_)) => {}
                     _ => return,
                 }

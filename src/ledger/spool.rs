@@ -66,7 +66,10 @@ impl Spool {
         if current.exists() && fs::metadata(&current)?.len() > 0 {
             let next = self.replay_files()?.len();
             let stamp = crate::app::now_ms();
-            fs::rename(&current, self.dir.join(format!("replay-{stamp:013}-{next:06}.log")))?;
+            fs::rename(
+                &current,
+                self.dir.join(format!("replay-{stamp:013}-{next:06}.log")),
+            )?;
         }
         self.replay_files()
     }
@@ -107,8 +110,10 @@ pub fn read_records(path: &Path) -> io::Result<Vec<Vec<UsageRow>>> {
     let mut records = Vec::new();
     let mut at = 0;
     while at + 8 <= bytes.len() {
-        let length = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let checksum = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let length =
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let checksum =
+            u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
         let start = at + 8;
         if length > MAX_RECORD || start + length > bytes.len() {
             break;
@@ -140,12 +145,18 @@ mod tests {
 
     #[test]
     fn records_survive_a_torn_tail() {
-        let dir = std::env::temp_dir().join(format!("tollgate-spool-test-{}", crate::keys::random_base62(8)));
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-spool-test-{}",
+            crate::keys::random_base62(8)
+        ));
         let mut spool = Spool::open(&dir).unwrap();
         spool.append(&[row("a"), row("b")]).unwrap();
         spool.append(&[row("c")]).unwrap();
         // A crash mid-write leaves half a record.
-        let mut file = OpenOptions::new().append(true).open(dir.join(CURRENT)).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.join(CURRENT))
+            .unwrap();
         file.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(file);
         let files = spool.take_for_replay().unwrap();
@@ -155,7 +166,13 @@ mod tests {
             .iter()
             .map(|r| r.iter().map(|row| row.request_id.clone()).collect())
             .collect();
-        assert_eq!(ids, vec![vec!["a".to_string(), "b".to_string()], vec!["c".to_string()]]);
+        assert_eq!(
+            ids,
+            vec![
+                vec!["a".to_string(), "b".to_string()],
+                vec!["c".to_string()]
+            ]
+        );
         // New appends go to a fresh file.
         spool.append(&[row("d")]).unwrap();
         assert_eq!(spool.take_for_replay().unwrap().len(), 2);
@@ -164,7 +181,10 @@ mod tests {
 
     #[test]
     fn a_corrupt_checksum_stops_the_read() {
-        let dir = std::env::temp_dir().join(format!("tollgate-spool-test-{}", crate::keys::random_base62(8)));
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-spool-test-{}",
+            crate::keys::random_base62(8)
+        ));
         let mut spool = Spool::open(&dir).unwrap();
         spool.append(&[row("a")]).unwrap();
         spool.append(&[row("b")]).unwrap();

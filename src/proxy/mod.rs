@@ -30,10 +30,11 @@ use serde_json::Value;
 
 use self::settle::{Hold, Outcome, Pending, Status};
 use self::stream::{MeteredBody, Source};
+use crate::accounts;
 use crate::app::AppState;
 use crate::auth::{self, Principal};
 use crate::config::{ModelConfig, ProviderKind};
-use crate::counters::{Reserve, SpendHold};
+use crate::counters::{Reserve, SpendHold, Stamps};
 use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::keys;
@@ -120,6 +121,7 @@ async fn handle_inner(
         price: model.price,
         held: admitted.held,
         spend_key: admitted.spend_key,
+        stamps: admitted.stamps,
         request_body: admitted.body_bytes.clone(),
         max_output_tokens: admitted.max_output,
     };
@@ -154,6 +156,8 @@ struct Admitted<'s> {
     max_output: Option<u64>,
     /// The member's spend counter moved with the hold (team billing).
     spend_key: Option<String>,
+    /// The counter stamps the hold was taken under.
+    stamps: Stamps,
     /// A soft-limit warning for the response.
     warning: Option<String>,
 }
@@ -254,7 +258,7 @@ async fn admit<'s>(
         )),
         _ => None,
     };
-    let spend = hold_money(
+    let (spend, stamps) = hold_money(
         state,
         &billing.account_id,
         hold,
@@ -279,6 +283,7 @@ async fn admit<'s>(
         held: hold,
         max_output,
         spend_key,
+        stamps,
         warning,
     })
 }
@@ -424,7 +429,7 @@ async fn hold_money(
     period: &Period,
     output_bound: u64,
     model: &str,
-) -> Result<Option<Money>, GatewayError> {
+) -> Result<(Option<Money>, Stamps), GatewayError> {
     for _ in 0..3 {
         let reserve = state
             .counters
@@ -432,7 +437,7 @@ async fn hold_money(
             .await
             .map_err(GatewayError::internal)?;
         match reserve {
-            Reserve::Held { spend, .. } => return Ok(spend),
+            Reserve::Held { spend, stamps, .. } => return Ok((spend, stamps)),
             Reserve::Insufficient { available } => {
                 return Err(GatewayError::InsufficientBalance(format!(
                     "The paying account's balance (${available}) cannot cover this request's reserved cost \
@@ -461,16 +466,9 @@ async fn hold_money(
                 )));
             }
             Reserve::MissingBalance => {
-                let balance = state
-                    .store
-                    .recorded_balance(account)
+                accounts::seed_balance(&state.store, &state.counters, account)
                     .await
-                    .map_err(database_away)?;
-                state
-                    .counters
-                    .seed(account, balance)
-                    .await
-                    .map_err(GatewayError::internal)?;
+                    .map_err(crate::admin::seed_failed)?;
             }
             Reserve::MissingSpend => {
                 let Some((policy, hold)) = spend else {
@@ -478,26 +476,20 @@ async fn hold_money(
                         "spend counter missing without a team",
                     ));
                 };
-                let spent = state
-                    .store
-                    .member_spend(&policy.team_id, user_id, period.start_ms, period.end_ms)
-                    .await
-                    .map_err(database_away)?;
-                state
-                    .counters
-                    .seed_spend(hold.key, spent)
-                    .await
-                    .map_err(GatewayError::internal)?;
+                accounts::seed_spend(
+                    &state.store,
+                    &state.counters,
+                    &policy.team_id,
+                    user_id,
+                    period,
+                    hold.key,
+                )
+                .await
+                .map_err(crate::admin::seed_failed)?;
             }
         }
     }
     Err(GatewayError::internal("counters could not be seeded"))
-}
-
-/// A counter must be seeded from the database, which does not answer.
-fn database_away(error: crate::store::StoreError) -> GatewayError {
-    tracing::warn!(%error, "Counter seed failed.");
-    GatewayError::Unavailable("The gateway cannot reach its database to read this balance; retry shortly.".into())
 }
 
 /// A soft limit passed by this request: the warning text, and a limit

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::app::AppState;
-use crate::counters::Counters;
+use crate::counters::{Counters, Stamps};
 use crate::meter::{Usage, UsageSource};
 use crate::money::Money;
 use crate::pricing::ModelPrice;
@@ -67,6 +67,8 @@ pub struct Hold {
     pub held: Money,
     /// The member's monthly spend counter the hold also moved.
     pub spend_key: Option<String>,
+    /// The counter stamps the hold was taken under.
+    pub stamps: Stamps,
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
     pub max_output_tokens: Option<u64>,
@@ -81,6 +83,8 @@ pub struct Pending {
     held: Money,
     /// The member's monthly spend counter the hold also moved.
     spend_key: Option<String>,
+    /// The counter stamps the hold was taken under.
+    stamps: Stamps,
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
     pub max_output_tokens: Option<u64>,
@@ -97,6 +101,7 @@ impl Pending {
             price: hold.price,
             held: hold.held,
             spend_key: hold.spend_key,
+            stamps: hold.stamps,
             request_body: hold.request_body,
             max_output_tokens: hold.max_output_tokens,
             done: false,
@@ -142,37 +147,49 @@ impl Pending {
         row.latency_ms = self.started.elapsed().as_millis() as i64;
         row.finished_at = self.state.clock.now_ms();
 
+        row.spend_key = self.spend_key.take();
+
         let state = &self.state;
-        state.metrics.reservation_closed();
         state.metrics.record_usage(&usage, cost, outcome.status);
         // Return the unused part of the hold (or take the excess, if the
-        // estimate was low): one atomic step on the counter.
-        let delta = self.held.saturating_sub(cost);
-        if delta != Money::ZERO {
-            let account = row.account_id.clone();
-            let spend_key = self.spend_key.take();
-            match &state.counters {
-                Counters::Memory(memory) => {
-                    if let Err(error) = memory.adjust(&account, delta, spend_key.as_deref()) {
-                        tracing::error!(%error, "Settlement failed.");
-                    }
+        // estimate was low) in one atomic step, then queue the row with the
+        // stamps its cost is counted under.
+        let held = self.held;
+        let stamps = std::mem::take(&mut self.stamps);
+        let mut row = std::mem::take(&mut self.row);
+        match state.counters.as_ref() {
+            Counters::Memory(memory) => {
+                match memory.settle(
+                    &row.account_id,
+                    row.spend_key.as_deref(),
+                    held,
+                    cost,
+                    &stamps,
+                ) {
+                    Ok(counted) => row.counted = counted,
+                    Err(error) => tracing::error!(%error, "Settlement failed."),
                 }
-                Counters::Redis(_) => {
-                    let task_state = state.clone();
-                    let request_id = row.request_id.clone();
-                    state.tasks.spawn(async move {
-                        if let Err(error) = task_state
-                            .counters
-                            .adjust(&account, delta, spend_key.as_deref())
-                            .await
-                        {
-                            tracing::error!(request_id, %error, "Settlement failed.");
+                state.ledger.record(row);
+                state.metrics.reservation_closed();
+            }
+            Counters::Redis(_) => {
+                let task_state = state.clone();
+                state.tasks.spawn(async move {
+                    let settled = task_state
+                        .counters
+                        .settle(&row.account_id, row.spend_key.as_deref(), held, cost, &stamps)
+                        .await;
+                    match settled {
+                        Ok(counted) => row.counted = counted,
+                        Err(error) => {
+                            tracing::error!(request_id = %row.request_id, %error, "Settlement failed.")
                         }
-                    });
-                }
+                    }
+                    task_state.ledger.record(row);
+                    task_state.metrics.reservation_closed();
+                });
             }
         }
-        state.ledger.record(std::mem::take(&mut self.row));
     }
 }
 

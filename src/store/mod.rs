@@ -14,8 +14,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, ConnectOptions, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, Row};
 
+use crate::counters::Stamps;
 use crate::money::Money;
 
 /// A storage failure; its detail goes to logs, never to clients.
@@ -57,6 +58,32 @@ pub struct KeyRow {
     pub revoked_at: Option<i64>,
 }
 
+/// A transaction holding counter locks; see [`Store::lock_counters`].
+pub struct CounterLock {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl CounterLock {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A prepaid credit.
+pub struct Credit<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub amount: Money,
+    pub note: Option<&'a str>,
+    pub created_by: &'a str,
+    pub at: i64,
+}
+
 /// One attribution row of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct UsageRow {
@@ -82,6 +109,12 @@ pub struct UsageRow {
     pub latency_ms: i64,
     pub started_at: i64,
     pub finished_at: i64,
+    /// Not stored: the counter stamps this row's cost is counted under, and
+    /// the member's spend counter, for the writer's rebuild check.
+    #[serde(default)]
+    pub counted: Stamps,
+    #[serde(default)]
+    pub spend_key: Option<String>,
 }
 
 const USAGE_COLUMNS: &str =
@@ -116,7 +149,7 @@ fn insert_usage_sql(n: usize) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     sql
 }
 
@@ -300,26 +333,27 @@ impl Store {
 
     // === Money ===
 
-    pub async fn add_credit(
-        &self,
-        id: &str,
-        user_id: &str,
-        amount: Money,
-        note: Option<&str>,
-        created_by: &str,
-        at: i64,
+    pub async fn add_credit(&self, credit: &Credit<'_>) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::add_credit_on(&mut conn, credit).await
+    }
+
+    /// Adds a credit on a connection (inside a counter lock).
+    pub async fn add_credit_on(
+        conn: &mut AnyConnection,
+        credit: &Credit<'_>,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO credits (id, user_id, amount_nano, note, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(id)
-        .bind(user_id)
-        .bind(amount.nano())
-        .bind(note)
-        .bind(created_by)
-        .bind(at)
-        .execute(&self.pool)
+        .bind(credit.id)
+        .bind(credit.user_id)
+        .bind(credit.amount.nano())
+        .bind(credit.note)
+        .bind(credit.created_by)
+        .bind(credit.at)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -327,13 +361,21 @@ impl Store {
     /// The durable balance of an account: credits minus recorded spend.
     /// Rows still queued for the ledger are not in it; counters are.
     pub async fn recorded_balance(&self, account_id: &str) -> Result<Money, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::recorded_balance_on(&mut conn, account_id).await
+    }
+
+    pub async fn recorded_balance_on(
+        conn: &mut AnyConnection,
+        account_id: &str,
+    ) -> Result<Money, StoreError> {
         let row = sqlx::query(
             "SELECT \
                CAST(COALESCE((SELECT SUM(amount_nano) FROM credits WHERE user_id = $1), 0) AS BIGINT) AS credit, \
                CAST(COALESCE((SELECT SUM(cost_nano) FROM usage_rows WHERE account_id = $1), 0) AS BIGINT) AS spent",
         )
         .bind(account_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         let credit: i64 = row.try_get("credit")?;
         let spent: i64 = row.try_get("spent")?;
@@ -349,16 +391,28 @@ impl Store {
     /// Rows go in multi-row statements (fewer round trips to the database
     /// or to SQLite's worker thread), short enough to prepare quickly.
     pub async fn insert_usage_rows(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = Self::insert_usage_rows_on(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(inserted.len() as u64)
+    }
+
+    /// Inserts rows on a connection (inside a counter lock); returns the
+    /// request ids newly stored.
+    pub async fn insert_usage_rows_on(
+        conn: &mut AnyConnection,
+        rows: &[UsageRow],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inserted = Vec::with_capacity(rows.len());
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(inserted);
         }
-        let per_statement = if self.postgres {
+        let postgres = conn.backend_name() == "PostgreSQL";
+        let per_statement = if postgres {
             PG_ROWS_PER_STATEMENT
         } else {
             SQLITE_ROWS_PER_STATEMENT
         };
-        let mut tx = self.pool.begin().await?;
-        let mut stored = 0;
         for chunk in rows.chunks(per_statement) {
             let sql = insert_usage_sql(chunk.len());
             let mut query = sqlx::query(&sql);
@@ -387,10 +441,39 @@ impl Store {
                     .bind(row.started_at)
                     .bind(row.finished_at);
             }
-            stored += query.execute(&mut *tx).await?.rows_affected();
+            for stored in query.fetch_all(&mut *conn).await? {
+                inserted.push(stored.try_get("request_id")?);
+            }
         }
-        tx.commit().await?;
-        Ok(stored)
+        Ok(inserted)
+    }
+
+    /// Opens a transaction holding advisory locks on counters (Postgres;
+    /// elsewhere a plain transaction). A counter rebuild takes its lock
+    /// exclusively; ledger writes and credits take theirs shared, so a
+    /// rebuild reads the ledger either before or after each of them, never
+    /// in the middle.
+    pub async fn lock_counters(
+        &self,
+        names: &[String],
+        exclusive: bool,
+    ) -> Result<CounterLock, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            let mut sorted: Vec<&String> = names.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            let function = if exclusive {
+                "pg_advisory_xact_lock"
+            } else {
+                "pg_advisory_xact_lock_shared"
+            };
+            let sql = format!("SELECT {function}(hashtextextended($1, 0))");
+            for name in sorted {
+                sqlx::query(&sql).bind(name).execute(&mut *tx).await?;
+            }
+        }
+        Ok(CounterLock { tx })
     }
 
     pub async fn usage_row(&self, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
@@ -488,5 +571,7 @@ fn usage_from_row(row: &AnyRow) -> Result<UsageRow, StoreError> {
         latency_ms: row.try_get("latency_ms")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        counted: Stamps::default(),
+        spend_key: None,
     })
 }

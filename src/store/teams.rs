@@ -624,6 +624,18 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Money, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::member_spend_on(&mut conn, team_id, user_id, from, to).await
+    }
+
+    /// A member's recorded team spend on a connection (inside a counter lock).
+    pub async fn member_spend_on(
+        conn: &mut sqlx::AnyConnection,
+        team_id: &str,
+        user_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Money, StoreError> {
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS spent FROM usage_rows \
              WHERE team_id = $1 AND user_id = $2 AND started_at >= $3 AND started_at < $4",
@@ -632,7 +644,7 @@ impl Store {
         .bind(user_id)
         .bind(from)
         .bind(to)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         Ok(Money::from_nano(row.try_get("spent")?))
     }

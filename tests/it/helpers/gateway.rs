@@ -350,7 +350,10 @@ spool_dir = "{}"
     /// Waits until the ledger has written every queued row.
     pub async fn ledger_idle(&self) {
         for _ in 0..1000 {
-            if self.state.ledger.stats.depth() == 0 {
+            let stats = &self.state.ledger.stats;
+            let spooling = stats.spooling.load(std::sync::atomic::Ordering::Relaxed);
+            let settling = self.state.metrics.reservations_outstanding();
+            if settling == 0 && stats.depth() == 0 && stats.spool_rows() == 0 && !spooling {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use crate::counters::{CounterError, CounterKey, Counters};
 use crate::money::Money;
 use crate::policy::Period;
-use crate::store::{Credit, Store, StoreError, UsageRow};
+use crate::store::{CounterLock, Credit, Store, StoreError, UsageRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -37,10 +37,13 @@ pub async fn seed_balance(
         return Ok(());
     }
     let mut lock = store.lock_counters(&[lock_name(&key)], true).await?;
-    let balance = Store::recorded_balance_on(lock.conn(), account).await?;
-    counters.seed(&key, balance).await?;
-    lock.commit().await?;
-    Ok(())
+    let seeded = async {
+        let balance = Store::recorded_balance_on(lock.conn(), account).await?;
+        counters.seed(&key, balance).await?;
+        Ok::<_, AccountsError>(())
+    }
+    .await;
+    finish(lock, seeded).await
 }
 
 /// Seeds a missing member-spend counter from the ledger rows of the month.
@@ -97,6 +100,24 @@ pub async fn add_credit(
     Ok(())
 }
 
+/// Commits on success; on failure rolls back at once, so no lock outlives
+/// the error.
+async fn finish<T>(
+    lock: CounterLock,
+    result: Result<T, AccountsError>,
+) -> Result<T, AccountsError> {
+    match result {
+        Ok(value) => {
+            lock.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            lock.rollback().await;
+            Err(error)
+        }
+    }
+}
+
 /// The counters a row's cost is counted in.
 fn row_counters(row: &UsageRow) -> Vec<(CounterKey, &str)> {
     let mut keys = vec![(
@@ -139,9 +160,13 @@ pub async fn write_rows(
         .collect();
     let names: Vec<String> = keys.iter().map(lock_name).collect();
     let mut lock = store.lock_counters(&names, false).await?;
-    let stamps_now = counters.stamps(&keys).await?;
-    let inserted = Store::insert_usage_rows_on(lock.conn(), rows).await?;
-    lock.commit().await?;
+    let stored = async {
+        let stamps_now = counters.stamps(&keys).await?;
+        let inserted = Store::insert_usage_rows_on(lock.conn(), rows).await?;
+        Ok::<_, AccountsError>((stamps_now, inserted))
+    }
+    .await;
+    let (stamps_now, inserted) = finish(lock, stored).await?;
     let inserted: BTreeSet<&str> = inserted.iter().map(String::as_str).collect();
     for row in rows
         .iter()

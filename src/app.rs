@@ -199,7 +199,14 @@ impl App {
             ledger_writer,
             ..
         } = self;
+        let subscriber_stop = CancellationToken::new();
+        let subscriber = tokio::spawn(crate::invalidate::subscribe(
+            state.clone(),
+            subscriber_stop.clone(),
+        ));
         serve(listener, state.clone(), shutdown).await;
+        subscriber_stop.cancel();
+        let _ = subscriber.await;
         state.tasks.close();
         state.tasks.wait().await;
         ledger_stop.cancel();

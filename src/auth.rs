@@ -104,8 +104,10 @@ pub async fn authenticate_key(
 /// Forgets a key in this process's cache (after a revocation or a billing
 /// change made here).
 pub fn forget_key(state: &AppState, key_hash: &str) {
-    state.key_cache.invalidate(key_hash);
-    state.last_known_keys.invalidate(key_hash);
+    crate::invalidate::broadcast(
+        state,
+        crate::invalidate::Invalidation::Key(key_hash.to_string()),
+    );
 }
 
 /// The last answer the database gave for each key (or team policy), kept

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -32,6 +33,20 @@ pub enum CounterError {
     Redis(#[from] redis::RedisError),
     #[error("counter state is poisoned")]
     Poisoned,
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The longest wait for one Redis step: a call cut off by a dying server
+/// must fail (and be retried or refused), never hang a request.
+const REDIS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, CounterError>>,
+) -> Result<T, CounterError> {
+    tokio::time::timeout(REDIS_CALL_TIMEOUT, call)
+        .await
+        .unwrap_or(Err(CounterError::Timeout(REDIS_CALL_TIMEOUT)))
 }
 
 /// Which counter.
@@ -110,9 +125,14 @@ impl Counters {
 
     pub async fn redis(url: &str, prefix: &str) -> Result<Counters, CounterError> {
         let client = redis::Client::open(url)?;
+        // Keep reconnecting (every 0.5 s at most) for as long as Redis is
+        // away: a reconnect that gives up would leave the manager failed
+        // after Redis returns. Each call is bounded by `REDIS_CALL_TIMEOUT`.
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(2))
-            .set_response_timeout(std::time::Duration::from_secs(2));
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1_000_000)
+            .set_max_delay(500);
         let connection = ConnectionManager::new_with_config(client, config).await?;
         Ok(Counters::Redis(RedisCounters {
             connection,
@@ -148,7 +168,7 @@ impl Counters {
     ) -> Result<Reserve, CounterError> {
         match self {
             Counters::Memory(memory) => memory.reserve(account, amount, spend),
-            Counters::Redis(redis) => redis.reserve(account, amount, spend).await,
+            Counters::Redis(redis) => bounded(redis.reserve(account, amount, spend)).await,
         }
     }
 
@@ -157,7 +177,7 @@ impl Counters {
     pub async fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {
         match self {
             Counters::Memory(memory) => memory.seed(key, value),
-            Counters::Redis(redis) => redis.seed(key, value).await,
+            Counters::Redis(redis) => bounded(redis.seed(key, value)).await,
         }
     }
 
@@ -175,7 +195,9 @@ impl Counters {
     ) -> Result<Stamps, CounterError> {
         match self {
             Counters::Memory(memory) => memory.settle(account, spend_key, hold, cost, stamps),
-            Counters::Redis(redis) => redis.settle(account, spend_key, hold, cost, stamps).await,
+            Counters::Redis(redis) => {
+                bounded(redis.settle(account, spend_key, hold, cost, stamps)).await
+            }
         }
     }
 
@@ -217,7 +239,7 @@ impl Counters {
         }
         match self {
             Counters::Memory(memory) => memory.apply_if(key, delta, stamp),
-            Counters::Redis(redis) => redis.apply_if(key, delta, stamp).await,
+            Counters::Redis(redis) => bounded(redis.apply_if(key, delta, stamp)).await,
         }
     }
 
@@ -225,7 +247,7 @@ impl Counters {
     pub async fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<String>, CounterError> {
         match self {
             Counters::Memory(memory) => memory.stamps(keys),
-            Counters::Redis(redis) => redis.stamps(keys).await,
+            Counters::Redis(redis) => bounded(redis.stamps(keys)).await,
         }
     }
 
@@ -233,7 +255,7 @@ impl Counters {
     pub async fn value(&self, key: &CounterKey) -> Result<Option<Money>, CounterError> {
         match self {
             Counters::Memory(memory) => memory.value(key),
-            Counters::Redis(redis) => redis.value(key).await,
+            Counters::Redis(redis) => bounded(redis.value(key)).await,
         }
     }
 
@@ -250,10 +272,13 @@ impl Counters {
             Counters::Memory(_) => Ok(()),
             Counters::Redis(redis) => {
                 let mut connection = redis.connection.clone();
-                redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await?;
-                Ok(())
+                bounded(async {
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod counters;
 pub mod error;
 pub mod http_body;
+pub mod invalidate;
 pub mod keys;
 pub mod ledger;
 pub mod meter;

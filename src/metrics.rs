@@ -23,6 +23,7 @@ pub struct Metrics {
     key_cache_hits: AtomicU64,
     key_cache_misses: AtomicU64,
     store_fallbacks: AtomicU64,
+    settlement_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -46,6 +47,11 @@ impl Metrics {
 
     pub fn key_cache_hit(&self) {
         self.key_cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A settlement Redis never took: its hold stays taken.
+    pub fn settlement_failed(&self) {
+        self.settlement_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A lookup answered from the last known value: the database was away.
@@ -155,6 +161,13 @@ impl Metrics {
             out,
             "tollgate_store_fallbacks_total {}",
             load(&self.store_fallbacks)
+        );
+        let _ = writeln!(out, "# HELP tollgate_settlement_failures_total Settlements the counters never took (holds left taken).");
+        let _ = writeln!(out, "# TYPE tollgate_settlement_failures_total counter");
+        let _ = writeln!(
+            out,
+            "tollgate_settlement_failures_total {}",
+            load(&self.settlement_failures)
         );
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -68,7 +68,25 @@ pub fn metrics(state: &AppState) -> Response<Body> {
     let failed = stats
         .failed_batches
         .load(std::sync::atomic::Ordering::Relaxed) as i64;
+    let spool_rows = stats.spool_rows() as i64;
+    let spooling = i64::from(stats.spooling.load(std::sync::atomic::Ordering::Relaxed));
+    let spool_bytes = state.ledger.spool_bytes() as i64;
     let body = state.metrics.render(&[
+        (
+            "tollgate_ledger_spool_rows",
+            "Usage rows waiting in the spool for the database.",
+            spool_rows,
+        ),
+        (
+            "tollgate_ledger_spool_bytes",
+            "Bytes of the spool on disk.",
+            spool_bytes,
+        ),
+        (
+            "tollgate_ledger_spooling",
+            "1 while ledger rows go to the spool (database away).",
+            spooling,
+        ),
         (
             "tollgate_ledger_queue_depth",
             "Usage rows waiting for the ledger writer.",

@@ -117,8 +117,7 @@ pub async fn member_policy(
 
 /// Forgets cached policies after a change made in this process.
 pub fn forget_policies(state: &AppState) {
-    state.policy_cache.invalidate_all();
-    state.last_known_policies.invalidate_all();
+    crate::invalidate::broadcast(state, crate::invalidate::Invalidation::Policies);
 }
 
 /// Whether `model` is usable under these restrictions.

@@ -224,7 +224,12 @@ pub fn seed_failed(error: crate::accounts::AccountsError) -> GatewayError {
                 "The gateway cannot reach its database to read this balance; retry shortly.".into(),
             )
         }
-        crate::accounts::AccountsError::Counters(error) => GatewayError::internal(error),
+        crate::accounts::AccountsError::Counters(error) => {
+            tracing::warn!(%error, "Counter seed failed.");
+            GatewayError::Unavailable(
+                "The gateway cannot reach its counters; retry shortly.".into(),
+            )
+        }
     }
 }
 

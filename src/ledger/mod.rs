@@ -226,21 +226,12 @@ impl Writer {
         let mut backoff = Duration::from_millis(50);
         loop {
             if !self.spooling {
-                let write = accounts::write_rows(&self.store, &self.counters, batch);
-                match tokio::time::timeout(self.write_timeout, write).await {
-                    Ok(Ok(_)) => {
-                        self.stats
-                            .written
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        batch.clear();
-                        return;
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(rows = batch.len(), %error, "Ledger batch failed; spooling.");
-                    }
-                    Err(_) => {
-                        tracing::warn!(rows = batch.len(), "Ledger batch timed out; spooling.");
-                    }
+                if self.store_rows(batch).await {
+                    self.stats
+                        .written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    return;
                 }
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 self.spooling = true;
@@ -264,6 +255,35 @@ impl Writer {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+    }
+
+    /// Writes rows to the database. The write runs on its own task and is
+    /// never cancelled mid-transaction (that could leave its counter locks
+    /// held); past `write_timeout` the writer stops waiting and treats the
+    /// batch as failed. If the write then completes anyway, the rows' later
+    /// replay finds them stored and changes nothing.
+    async fn store_rows(&self, rows: &[UsageRow]) -> bool {
+        let store = self.store.clone();
+        let counters = self.counters.clone();
+        let rows = rows.to_vec();
+        let count = rows.len();
+        let write =
+            tokio::spawn(async move { accounts::write_rows(&store, &counters, &rows).await });
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(Ok(Ok(_))) => true,
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(rows = count, %error, "Ledger batch failed; spooling.");
+                false
+            }
+            Ok(Err(error)) => {
+                tracing::error!(rows = count, %error, "Ledger write task failed; spooling.");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(rows = count, "Ledger batch timed out; spooling.");
+                false
             }
         }
     }
@@ -312,10 +332,8 @@ impl Writer {
                 }
             };
             for rows in &records {
-                let write = accounts::write_rows(&self.store, &self.counters, rows);
-                match tokio::time::timeout(self.write_timeout, write).await {
-                    Ok(Ok(_)) => {}
-                    _ => return,
+                if !self.store_rows(rows).await {
+                    return;
                 }
             }
             let rows: u64 = records.iter().map(|r| r.len() as u64).sum();

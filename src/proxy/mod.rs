@@ -435,7 +435,7 @@ async fn hold_money(
             .counters
             .reserve(account, amount, spend.map(|(_, hold)| hold))
             .await
-            .map_err(GatewayError::internal)?;
+            .map_err(counters_away)?;
         match reserve {
             Reserve::Held { spend, stamps, .. } => return Ok((spend, stamps)),
             Reserve::Insufficient { available } => {
@@ -490,6 +490,16 @@ async fn hold_money(
         }
     }
     Err(GatewayError::internal("counters could not be seeded"))
+}
+
+/// The counters (Redis) do not answer: money cannot be checked, so the
+/// request is refused (fail closed).
+fn counters_away(error: crate::counters::CounterError) -> GatewayError {
+    tracing::warn!(%error, "Counters unreachable; refusing.");
+    GatewayError::Unavailable(
+        "The gateway cannot reach its counters to check the balance; the request was not forwarded. Retry shortly."
+            .into(),
+    )
 }
 
 /// A soft limit passed by this request: the warning text, and a limit

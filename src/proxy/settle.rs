@@ -7,7 +7,7 @@
 //! `Drop` finishes it with no usage, so a hold is never leaked.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -175,16 +175,33 @@ impl Pending {
             Counters::Redis(_) => {
                 let task_state = state.clone();
                 state.tasks.spawn(async move {
-                    let settled = task_state
-                        .counters
-                        .settle(&row.account_id, row.spend_key.as_deref(), held, cost, &stamps)
-                        .await;
-                    match settled {
-                        Ok(counted) => row.counted = counted,
-                        Err(error) => {
-                            tracing::error!(request_id = %row.request_id, %error, "Settlement failed.")
+                    // Redis may be briefly away: retry for about a minute.
+                    // If it never answers, the hold stays taken (the balance
+                    // reads low, never high) and the row says the cost is
+                    // counted under the hold's stamps, so no writer applies
+                    // it a second time.
+                    let mut backoff = Duration::from_millis(50);
+                    let mut attempts = 0;
+                    row.counted = loop {
+                        let settled = task_state
+                            .counters
+                            .settle(&row.account_id, row.spend_key.as_deref(), held, cost, &stamps)
+                            .await;
+                        match settled {
+                            Ok(counted) => break counted,
+                            Err(error) if attempts < 20 => {
+                                attempts += 1;
+                                tracing::warn!(request_id = %row.request_id, %error, "Settlement failed; retrying.");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            }
+                            Err(error) => {
+                                tracing::error!(request_id = %row.request_id, %error, "Settlement failed; the hold stays taken.");
+                                task_state.metrics.settlement_failed();
+                                break stamps;
+                            }
                         }
-                    }
+                    };
                     task_state.ledger.record(row);
                     task_state.metrics.reservation_closed();
                 });

@@ -72,6 +72,11 @@ impl CounterLock {
         self.tx.commit().await?;
         Ok(())
     }
+
+    /// Ends the transaction at once, releasing its locks.
+    pub async fn rollback(self) {
+        let _ = self.tx.rollback().await;
+    }
 }
 
 /// A prepaid credit.
@@ -460,6 +465,10 @@ impl Store {
     ) -> Result<CounterLock, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.postgres {
+            // Never wait long for a lock or a statement: a stuck holder must
+            // turn into an error (503 or a spooled batch), not a hang.
+            tx.execute("SET LOCAL lock_timeout = '3s'").await?;
+            tx.execute("SET LOCAL statement_timeout = '10s'").await?;
             let mut sorted: Vec<&String> = names.iter().collect();
             sorted.sort();
             sorted.dedup();

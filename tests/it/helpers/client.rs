@@ -87,6 +87,18 @@ pub async fn send_raw(request: Request<Full<Bytes>>) -> Reply {
     send_request(request).await
 }
 
+/// Sends a request; `None` when the connection fails (a process down).
+pub async fn try_send_raw(request: Request<Full<Bytes>>) -> Option<Reply> {
+    let response = client().request(request).await.ok()?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
 async fn send_request(request: Request<Full<Bytes>>) -> Reply {
     let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
         .await

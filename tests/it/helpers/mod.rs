@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod servers;
 pub mod upstream;
 
 /// Reads a file of `tests/fixtures/`.

@@ -18,7 +18,7 @@ fn admission(c: &mut Criterion) {
     let url =
         std::env::var("TOLLGATE_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("tgbench:{}", std::process::id());
-    match runtime.block_on(Counters::redis(&url, &prefix)) {
+    match runtime.block_on(Counters::redis(&url, &prefix, None)) {
         Ok(redis) if runtime.block_on(redis.ping()).is_ok() => backends.push(("redis", redis)),
         _ => eprintln!("Redis not reachable at {url}: Redis cases skipped."),
     }

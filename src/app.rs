@@ -133,7 +133,12 @@ impl App {
         let counters = Arc::new(if config.storage.redis_url.is_empty() {
             Counters::memory()
         } else {
-            Counters::redis(&config.storage.redis_url, &config.storage.redis_prefix).await?
+            Counters::redis(
+                &config.storage.redis_url,
+                &config.storage.redis_prefix,
+                config.redis_outage_budget(),
+            )
+            .await?
         });
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
         let client = providers::build_client(&config.upstream)?;

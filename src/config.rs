@@ -127,6 +127,13 @@ pub struct StorageConfig {
     pub redis_prefix: String,
     /// Connection pool size of the database.
     pub max_connections: u32,
+    /// While Redis is away: `local` keeps admitting from process-local
+    /// counters within `redis_outage_budget_usd` per account; `refuse`
+    /// answers 503.
+    pub redis_unavailable: String,
+    /// The most one account may spend in one process during one Redis
+    /// outage (policy `local`).
+    pub redis_outage_budget_usd: String,
 }
 
 impl Default for StorageConfig {
@@ -136,6 +143,8 @@ impl Default for StorageConfig {
             redis_url: String::new(),
             redis_prefix: "tollgate".into(),
             max_connections: 16,
+            redis_unavailable: "local".into(),
+            redis_outage_budget_usd: "5".into(),
         }
     }
 }
@@ -389,6 +398,15 @@ impl Config {
         }
     }
 
+    /// The per-account, per-process budget while Redis is away, when the
+    /// policy is `local`.
+    pub fn redis_outage_budget(&self) -> Option<crate::money::Money> {
+        if self.storage.redis_unavailable != "local" {
+            return None;
+        }
+        crate::money::Money::parse_usd_non_negative(&self.storage.redis_outage_budget_usd).ok()
+    }
+
     pub fn uses_postgres(&self) -> bool {
         self.storage.database_url.starts_with("postgres")
     }
@@ -494,6 +512,21 @@ fn validate(
         return Err(ConfigError::new(
             "storage.redis_url",
             "must start with redis:// or be empty",
+        ));
+    }
+    if !matches!(raw.storage.redis_unavailable.as_str(), "local" | "refuse") {
+        return Err(ConfigError::new(
+            "storage.redis_unavailable",
+            format!(
+                "{:?} is not \"local\" or \"refuse\"",
+                raw.storage.redis_unavailable
+            ),
+        ));
+    }
+    if crate::money::Money::parse_usd_non_negative(&raw.storage.redis_outage_budget_usd).is_err() {
+        return Err(ConfigError::new(
+            "storage.redis_outage_budget_usd",
+            "must be a non-negative decimal amount of USD",
         ));
     }
     if raw.ledger.batch_size == 0 || raw.ledger.queue_capacity == 0 {

@@ -35,6 +35,8 @@ pub enum CounterError {
     Poisoned,
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("redis is away and this process has no last known value for the counter")]
+    Unknown,
 }
 
 /// The longest wait for one Redis step: a call cut off by a dying server
@@ -123,7 +125,14 @@ impl Counters {
         Counters::Memory(MemoryCounters::default())
     }
 
-    pub async fn redis(url: &str, prefix: &str) -> Result<Counters, CounterError> {
+    /// Redis counters. With `outage_budget`, a process keeps admitting while
+    /// Redis is away, from local counters seeded with the last values it saw,
+    /// each account capped at the budget (see [`LocalFallback`]).
+    pub async fn redis(
+        url: &str,
+        prefix: &str,
+        outage_budget: Option<Money>,
+    ) -> Result<Counters, CounterError> {
         let client = redis::Client::open(url)?;
         // Keep reconnecting (every 0.5 s at most) for as long as Redis is
         // away: a reconnect that gives up would leave the manager failed
@@ -141,7 +150,16 @@ impl Counters {
             settle: Script::new(SETTLE_LUA),
             seed: Script::new(SEED_LUA),
             apply: Script::new(APPLY_LUA),
+            fallback: outage_budget.map(|budget| Box::new(LocalFallback::new(budget))),
         }))
+    }
+
+    /// The outage fallback, when Redis counters use the `local` policy.
+    pub fn fallback(&self) -> Option<&LocalFallback> {
+        match self {
+            Counters::Redis(redis) => redis.fallback.as_deref(),
+            Counters::Memory(_) => None,
+        }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -168,7 +186,35 @@ impl Counters {
     ) -> Result<Reserve, CounterError> {
         match self {
             Counters::Memory(memory) => memory.reserve(account, amount, spend),
-            Counters::Redis(redis) => bounded(redis.reserve(account, amount, spend)).await,
+            Counters::Redis(redis) => {
+                let answer = bounded(redis.reserve(account, amount, spend)).await;
+                let Some(fallback) = &redis.fallback else {
+                    return answer;
+                };
+                match answer {
+                    Ok(reserve) => {
+                        if fallback
+                            .degraded
+                            .swap(false, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            // Redis is back: the outage budget starts over
+                            // next time; local costs reach Redis via the ledger.
+                            fallback.local.clear();
+                        }
+                        fallback.remember(account, spend, &reserve);
+                        Ok(reserve)
+                    }
+                    Err(error) => {
+                        if !fallback
+                            .degraded
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            tracing::warn!(%error, "Redis is away; admitting from local counters within the outage budget.");
+                        }
+                        fallback.reserve(account, amount, spend)
+                    }
+                }
+            }
         }
     }
 
@@ -195,9 +241,23 @@ impl Counters {
     ) -> Result<Stamps, CounterError> {
         match self {
             Counters::Memory(memory) => memory.settle(account, spend_key, hold, cost, stamps),
-            Counters::Redis(redis) => {
-                bounded(redis.settle(account, spend_key, hold, cost, stamps)).await
-            }
+            Counters::Redis(redis) => match &redis.fallback {
+                Some(fallback) if stamps.balance == LOCAL_STAMP => {
+                    fallback
+                        .local
+                        .settle(account, spend_key, hold, cost, stamps)?;
+                    // Not in Redis yet: the ledger writer will apply it.
+                    Ok(Stamps {
+                        balance: LOCAL_STAMP.into(),
+                        spend: if spend_key.is_some() {
+                            LOCAL_STAMP.into()
+                        } else {
+                            String::new()
+                        },
+                    })
+                }
+                _ => bounded(redis.settle(account, spend_key, hold, cost, stamps)).await,
+            },
         }
     }
 
@@ -291,12 +351,32 @@ const MEMORY_STAMP: &str = "m";
 
 /// One process's counters. The lock is held for map lookups and integer
 /// adds, never across an await, so a hold on balance and spend is atomic.
-#[derive(Default)]
 pub struct MemoryCounters {
     values: Mutex<HashMap<String, i64>>,
+    /// `MEMORY_STAMP`, or `LOCAL_STAMP` for Redis's outage fallback.
+    stamp: &'static str,
+}
+
+impl Default for MemoryCounters {
+    fn default() -> Self {
+        MemoryCounters::with_stamp(MEMORY_STAMP)
+    }
 }
 
 impl MemoryCounters {
+    fn with_stamp(stamp: &'static str) -> MemoryCounters {
+        MemoryCounters {
+            values: Mutex::new(HashMap::new()),
+            stamp,
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut values) = self.values.lock() {
+            values.clear();
+        }
+    }
+
     fn reserve(
         &self,
         account: &str,
@@ -342,9 +422,9 @@ impl MemoryCounters {
             remaining: Money::from_nano(balance - amount.nano()),
             spend: spend_after,
             stamps: Stamps {
-                balance: MEMORY_STAMP.into(),
+                balance: self.stamp.into(),
                 spend: if spend.is_some() {
-                    MEMORY_STAMP.into()
+                    self.stamp.into()
                 } else {
                     String::new()
                 },
@@ -373,19 +453,19 @@ impl MemoryCounters {
         let mut counted = Stamps::default();
         if let Some(balance) = values.get_mut(&CounterKey::Balance(account.to_string()).name()) {
             *balance = balance.saturating_add(unused);
-            counted.balance = MEMORY_STAMP.into();
+            counted.balance = self.stamp.into();
         }
         if let Some(key) = spend_key {
             if let Some(spent) = values.get_mut(&CounterKey::Spend(key.to_string()).name()) {
                 *spent = spent.saturating_sub(unused);
-                counted.spend = MEMORY_STAMP.into();
+                counted.spend = self.stamp.into();
             }
         }
         Ok(counted)
     }
 
     fn apply_if(&self, key: &CounterKey, delta: i64, stamp: &str) -> Result<(), CounterError> {
-        if stamp != MEMORY_STAMP {
+        if stamp != self.stamp {
             return Ok(());
         }
         let mut values = self.values.lock().map_err(|_| CounterError::Poisoned)?;
@@ -401,7 +481,7 @@ impl MemoryCounters {
             .iter()
             .map(|k| {
                 if values.contains_key(&k.name()) {
-                    MEMORY_STAMP.into()
+                    self.stamp.into()
                 } else {
                     String::new()
                 }
@@ -514,6 +594,96 @@ pub struct RedisCounters {
     settle: Script,
     seed: Script,
     apply: Script,
+    fallback: Option<Box<LocalFallback>>,
+}
+
+/// The stamp of holds and costs taken by the outage fallback: never a
+/// Redis stamp, so the ledger writer applies these costs to the Redis
+/// counters once Redis answers again.
+const LOCAL_STAMP: &str = "local";
+
+/// Admission while Redis is away (policy `local`).
+///
+/// Each account may spend, in this process and this outage, at most the
+/// smaller of its last balance seen in Redis and `budget`; a member's hard
+/// limit is checked against the last spend seen plus local holds. So across
+/// N processes a balance or limit is overspent by at most N × budget. The
+/// costs reach Redis through the ledger: rows settled here carry
+/// `LOCAL_STAMP`, which the writer recognises as "not in the counter yet".
+pub struct LocalFallback {
+    budget: Money,
+    last_known: Mutex<HashMap<String, i64>>,
+    local: MemoryCounters,
+    /// Redis is away (the last call failed).
+    pub degraded: std::sync::atomic::AtomicBool,
+    /// Admissions served by the fallback.
+    pub admissions: std::sync::atomic::AtomicU64,
+}
+
+impl LocalFallback {
+    fn new(budget: Money) -> LocalFallback {
+        LocalFallback {
+            budget,
+            last_known: Mutex::new(HashMap::new()),
+            local: MemoryCounters::with_stamp(LOCAL_STAMP),
+            degraded: std::sync::atomic::AtomicBool::new(false),
+            admissions: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn remember(&self, account: &str, spend: Option<SpendHold<'_>>, reserve: &Reserve) {
+        if let Reserve::Held {
+            remaining,
+            spend: spent,
+            ..
+        } = reserve
+        {
+            if let Ok(mut last) = self.last_known.lock() {
+                last.insert(
+                    CounterKey::Balance(account.to_string()).name(),
+                    remaining.nano(),
+                );
+                if let (Some(hold), Some(spent)) = (spend, spent) {
+                    last.insert(CounterKey::Spend(hold.key.to_string()).name(), spent.nano());
+                }
+            }
+        }
+    }
+
+    fn reserve(
+        &self,
+        account: &str,
+        amount: Money,
+        spend: Option<SpendHold<'_>>,
+    ) -> Result<Reserve, CounterError> {
+        let balance_key = CounterKey::Balance(account.to_string());
+        let spend_key = spend.map(|s| CounterKey::Spend(s.key.to_string()));
+        {
+            let last = self.last_known.lock().map_err(|_| CounterError::Poisoned)?;
+            let Some(&balance) = last.get(&balance_key.name()) else {
+                return Err(CounterError::Unknown);
+            };
+            self.local.seed(
+                &balance_key,
+                Money::from_nano(balance.min(self.budget.nano())),
+            )?;
+            if let Some(key) = &spend_key {
+                let spent = last.get(&key.name()).copied();
+                match (spent, spend.and_then(|s| s.hard_limit)) {
+                    (Some(spent), _) => self.local.seed(key, Money::from_nano(spent))?,
+                    (None, None) => self.local.seed(key, Money::ZERO)?,
+                    // A hard limit with no known spend cannot be checked.
+                    (None, Some(_)) => return Err(CounterError::Unknown),
+                }
+            }
+        }
+        let reserve = self.local.reserve(account, amount, spend)?;
+        if matches!(reserve, Reserve::Held { .. }) {
+            self.admissions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(reserve)
+    }
 }
 
 impl RedisCounters {

@@ -1,15 +1,67 @@
 //! Process metrics in the Prometheus text format. Plain atomics: recording
 //! is a relaxed add, never a lock on the request path.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::meter::Usage;
 use crate::money::Money;
 use crate::proxy::settle::Status;
 
+/// Upper bounds of histogram buckets, in seconds.
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 60.0,
+];
+
+/// A latency histogram: a relaxed add per observation, no lock.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Time from sending upstream to the upstream's response headers.
+    pub upstream_latency: Histogram,
+    /// Time from a request's arrival to its upstream send: what the gateway
+    /// itself adds before forwarding (auth, parse, admission).
+    pub gateway_overhead: Histogram,
+    /// Answers by model and HTTP status (refusals included). Updated once per
+    /// request; the lock is held for one map update.
+    by_model: Mutex<HashMap<(String, u16), u64>>,
     requests_ok: AtomicU64,
     requests_upstream_error: AtomicU64,
     requests_failed: AtomicU64,
@@ -39,6 +91,14 @@ impl Metrics {
 
     pub fn reservations_outstanding(&self) -> i64 {
         self.reservations_outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn answered(&self, model: &str, http_status: u16) {
+        if let Ok(mut by_model) = self.by_model.lock() {
+            *by_model
+                .entry((model.to_string(), http_status))
+                .or_default() += 1;
+        }
     }
 
     pub fn refused(&self) {
@@ -169,6 +229,41 @@ impl Metrics {
             "tollgate_settlement_failures_total {}",
             load(&self.settlement_failures)
         );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_answers_total Answers by model and HTTP status, refusals included."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_answers_total counter");
+        if let Ok(by_model) = self.by_model.lock() {
+            let mut entries: Vec<_> = by_model.iter().collect();
+            entries.sort();
+            for ((model, status), count) in entries {
+                let model = model.replace(['\\', '"', '\n'], "_");
+                let _ = writeln!(
+                    out,
+                    "tollgate_answers_total{{model=\"{model}\",status=\"{status}\"}} {count}"
+                );
+            }
+        }
+        self.upstream_latency.render(
+            &mut out,
+            "tollgate_upstream_latency_seconds",
+            "Time to the upstream's response headers.",
+        );
+        self.gateway_overhead.render(
+            &mut out,
+            "tollgate_gateway_overhead_seconds",
+            "Time from a request's arrival to its upstream send.",
+        );
+        let hits = load(&self.key_cache_hits) as f64;
+        let lookups = hits + load(&self.key_cache_misses) as f64;
+        let ratio = if lookups > 0.0 { hits / lookups } else { 1.0 };
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_key_cache_hit_ratio Key lookups answered by the cache."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_key_cache_hit_ratio gauge");
+        let _ = writeln!(out, "tollgate_key_cache_hit_ratio {ratio}");
         for (name, help, value) in extra {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");

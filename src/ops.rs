@@ -25,9 +25,10 @@ pub fn healthz() -> Response<Body> {
     )
 }
 
-/// Whether the gateway can serve: database and counters answer. A
-/// database that does not answer degrades (known keys still work); counters
-/// that do not answer refuse (money cannot be checked).
+/// Whether the gateway can serve. A database that does not answer degrades
+/// (known keys still work, rows spool); Redis that does not answer degrades
+/// under the `local` policy and refuses under `refuse`; a ledger that cannot
+/// record refuses.
 pub async fn readyz(state: &AppState) -> Response<Body> {
     let timeout = std::time::Duration::from_secs(2);
     let database = matches!(
@@ -38,12 +39,21 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
         tokio::time::timeout(timeout, state.counters.ping()).await,
         Ok(Ok(()))
     );
-    let status = if database && counters {
+    let spooling = state
+        .ledger
+        .stats
+        .spooling
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let local_fallback = state.counters.fallback().is_some();
+    let status = if database && counters && !spooling {
         "ok"
     } else {
         "degraded"
     };
-    let code = if counters {
+    // Without Redis the gateway still serves under the `local` policy;
+    // under `refuse`, or with a ledger that cannot record, it refuses.
+    let serving = (counters || local_fallback) && !state.ledger.is_saturated();
+    let code = if serving {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -51,7 +61,11 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
     let body = json!({
         "status": status,
         "database": if database { "ok" } else { "unreachable" },
-        "counters": {"backend": state.counters.backend_name(), "status": if counters { "ok" } else { "unreachable" }},
+        "counters": {
+            "backend": state.counters.backend_name(),
+            "status": if counters { "ok" } else { "unreachable" },
+            "when_unreachable": if local_fallback { "local" } else { "refuse" },
+        },
         "ledger": {
             "queue_depth": state.ledger.stats.depth(),
             "mode": if state.ledger.stats.spooling.load(std::sync::atomic::Ordering::Relaxed) { "spooling" } else { "direct" },
@@ -69,9 +83,30 @@ pub fn metrics(state: &AppState) -> Response<Body> {
         .failed_batches
         .load(std::sync::atomic::Ordering::Relaxed) as i64;
     let spool_rows = stats.spool_rows() as i64;
+    let fallback = state.counters.fallback();
+    let redis_away =
+        fallback.is_some_and(|f| f.degraded.load(std::sync::atomic::Ordering::Relaxed));
+    let local_admissions = fallback.map_or(0, |f| {
+        f.admissions.load(std::sync::atomic::Ordering::Relaxed) as i64
+    });
+    let degraded = i64::from(
+        stats.spooling.load(std::sync::atomic::Ordering::Relaxed)
+            || state.ledger.is_saturated()
+            || redis_away,
+    );
     let spooling = i64::from(stats.spooling.load(std::sync::atomic::Ordering::Relaxed));
     let spool_bytes = state.ledger.spool_bytes() as i64;
     let body = state.metrics.render(&[
+        (
+            "tollgate_degraded",
+            "1 while a dependency is away (ledger spooling, or Redis away).",
+            degraded,
+        ),
+        (
+            "tollgate_degraded_admissions",
+            "Admissions served from local counters while Redis was away.",
+            local_admissions,
+        ),
         (
             "tollgate_ledger_spool_rows",
             "Usage rows waiting in the spool for the database.",

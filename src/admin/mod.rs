@@ -200,7 +200,7 @@ pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, G
         .counters
         .balance(account)
         .await
-        .map_err(GatewayError::internal)?
+        .map_err(|error| seed_failed(crate::accounts::AccountsError::Counters(error)))?
     {
         return Ok(balance);
     }
@@ -211,7 +211,7 @@ pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, G
         .counters
         .balance(account)
         .await
-        .map_err(GatewayError::internal)?
+        .map_err(|error| seed_failed(crate::accounts::AccountsError::Counters(error)))?
         .ok_or_else(|| GatewayError::internal("balance counter missing after its seed"))
 }
 

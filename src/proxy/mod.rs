@@ -566,6 +566,7 @@ fn record_refusal(state: &AppState, mut row: UsageRow, error: &GatewayError, sta
     row.usage_source = "none".into();
     row.latency_ms = started.elapsed().as_millis() as i64;
     row.finished_at = state.clock.now_ms();
+    state.metrics.answered(&row.model, error.status().as_u16());
     state.ledger.record(row);
 }
 
@@ -591,6 +592,7 @@ async fn forward(
         parsed.stream,
     );
     let request_id = pending.request_id().to_string();
+    state.metrics.gateway_overhead.observe(pending.elapsed());
 
     if kind == ProviderKind::Mock {
         let answer = mock::respond(endpoint, &parsed.json, &model.upstream_model, parsed.stream);
@@ -718,7 +720,10 @@ async fn call_upstream(
     request: Request<http_body_util::Full<Bytes>>,
 ) -> Result<Response<Incoming>, GatewayError> {
     let timeout = Duration::from_millis(state.config.upstream.response_timeout_ms);
-    match tokio::time::timeout(timeout, state.client.request(request)).await {
+    let sent = Instant::now();
+    let answer = tokio::time::timeout(timeout, state.client.request(request)).await;
+    state.metrics.upstream_latency.observe(sent.elapsed());
+    match answer {
         Err(_) => Err(GatewayError::UpstreamTimeout),
         Ok(Err(error)) => {
             let mut detail = error.to_string();

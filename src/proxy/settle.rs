@@ -108,6 +108,11 @@ impl Pending {
         }
     }
 
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub fn request_id(&self) -> &str {
         &self.row.request_id
     }
@@ -151,6 +156,7 @@ impl Pending {
 
         let state = &self.state;
         state.metrics.record_usage(&usage, cost, outcome.status);
+        state.metrics.answered(&row.model, outcome.http_status);
         // Return the unused part of the hold (or take the excess, if the
         // estimate was low) in one atomic step, then queue the row with the
         // stamps its cost is counted under.

@@ -591,3 +591,42 @@ async fn sigkill_with_spooled_rows_replays_them_once() {
         rows.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_away_serves_within_the_outage_budget() {
+    let mut deployment = Deployment::start().await;
+    let config = deployment.config("a").replace(
+        "redis_prefix = ",
+        "redis_outage_budget_usd = \"0.05\"\nredis_prefix = ",
+    );
+    let a = GatewayProcess::start(&config, &deployment.scratch.0);
+    let team = team(&a, None).await;
+    let urls = [a.url("")];
+    let mut answers = load(&urls, &team, 5, 1).await;
+    deployment.redis.kill();
+    let outage = load(&urls, &team, 40, 4).await;
+    let served = outage.iter().filter(|(s, _)| *s == 200).count();
+    let refused = outage.iter().filter(|(s, _)| *s == 402).count();
+    assert_eq!(served + refused, 40, "{outage:?}");
+    let budget = Money::parse_usd("0.05").unwrap().nano();
+    assert!(
+        served >= 5 && served as i64 * ANSWER_NANO <= budget,
+        "served {served} on a $0.05 budget"
+    );
+    let ready = client::send("GET", &a.url("/readyz"), "", None, &[]).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "degraded");
+    let metrics = client::send("GET", &a.url("/metrics"), "", None, &[])
+        .await
+        .text();
+    assert!(metric(&metrics, "tollgate_degraded_admissions") >= served as f64);
+    answers.extend(outage);
+    deployment.redis.resume();
+    answers.extend(load(&urls, &team, 10, 2).await);
+    quiescent(&[&a]).await;
+    let (total_served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
+    println!(
+        "redis away, $0.05 outage budget: {served} served and {refused} refused during the outage; after it, counters == ledger ({total_served} rows, ${})",
+        Money::from_nano(spent)
+    );
+}

@@ -356,6 +356,17 @@ struct TypedEvent {
     usage: Option<AnthropicUsage>,
 }
 
+impl TypedEvent {
+    /// The event's `type`, else its SSE `event:` name.
+    fn kind_or<'a>(&'a self, event_name: &'a str) -> &'a str {
+        if self.kind.is_empty() {
+            event_name
+        } else {
+            &self.kind
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ResponseObject {
     #[serde(default)]
@@ -481,14 +492,10 @@ impl StreamMeter {
         let Ok(parsed) = serde_json::from_str::<TypedEvent>(event.data) else {
             return;
         };
-        let kind = if parsed.kind.is_empty() {
-            event.event
-        } else {
-            parsed.kind.as_str()
-        };
+        let kind = parsed.kind_or(event.event);
         match kind {
             "response.completed" | "response.incomplete" | "response.failed" => {
-                if let Some(usage) = parsed.response.and_then(|r| r.usage) {
+                if let Some(usage) = parsed.response.as_ref().and_then(|r| r.usage.as_ref()) {
                     self.openai_usage = Some(usage.responses());
                 }
                 self.end = if kind == "response.failed" {
@@ -511,11 +518,7 @@ impl StreamMeter {
         let Ok(parsed) = serde_json::from_str::<TypedEvent>(event.data) else {
             return;
         };
-        let kind = if parsed.kind.is_empty() {
-            event.event
-        } else {
-            parsed.kind.as_str()
-        };
+        let kind = parsed.kind_or(event.event);
         match kind {
             "message_start" => {
                 if let Some(usage) = parsed.message.and_then(|m| m.usage) {

@@ -629,28 +629,12 @@ async fn forward(
         // client leaves: the upstream bills it in full, so Tollgate does too.
         let task_state = state.clone();
         let call = state.tasks.spawn(async move {
-            let result = call_upstream(&task_state, upstream_request).await;
-            let response = match result {
+            let response = match call_upstream(&task_state, upstream_request).await {
                 Ok(response) => response,
-                Err(error) => {
-                    let status = error.status().as_u16();
-                    pending.finish(Outcome::nothing(Status::Failed, status, Some(error.code())));
-                    return Err(error);
-                }
+                Err(error) => return Err(unreachable_upstream(pending, error)),
             };
             let (parts, body) = response.into_parts();
-            let body = match read_upstream_body(&task_state, body).await {
-                Ok(body) => body,
-                Err(error) => {
-                    pending.finish(Outcome::nothing(
-                        Status::Failed,
-                        502,
-                        Some("upstream_disconnected"),
-                    ));
-                    return Err(error);
-                }
-            };
-            finish_json(pending, endpoint, &body, parts.status.as_u16());
+            let body = complete_json(&task_state, pending, endpoint, body, parts.status).await?;
             Ok((parts, body))
         });
         let (parts, body) = call.await.map_err(GatewayError::internal)??;
@@ -663,11 +647,7 @@ async fn forward(
 
     let upstream = match call_upstream(state, upstream_request).await {
         Ok(upstream) => upstream,
-        Err(error) => {
-            let status = error.status().as_u16();
-            pending.finish(Outcome::nothing(Status::Failed, status, Some(error.code())));
-            return Err(error);
-        }
+        Err(error) => return Err(unreachable_upstream(pending, error)),
     };
     let (parts, body) = upstream.into_parts();
     let mut response = Response::new(Body::empty());
@@ -682,18 +662,7 @@ async fn forward(
     if !parts.status.is_success() || !is_sse {
         // An error status (or a JSON answer to a stream request): pass it
         // through; it costs nothing unless it carries usage.
-        let body = match read_upstream_body(state, body).await {
-            Ok(body) => body,
-            Err(error) => {
-                pending.finish(Outcome::nothing(
-                    Status::Failed,
-                    502,
-                    Some("upstream_disconnected"),
-                ));
-                return Err(error);
-            }
-        };
-        finish_json(pending, endpoint, &body, parts.status.as_u16());
+        let body = complete_json(state, pending, endpoint, body, parts.status).await?;
         *response.body_mut() = Body::full(body);
         return Ok(response);
     }
@@ -709,6 +678,37 @@ async fn forward(
         idle_timeout(state),
     )));
     Ok(response)
+}
+
+/// The upstream could not be asked: settle with no cost, return the error.
+fn unreachable_upstream(pending: Pending, error: GatewayError) -> GatewayError {
+    let status = error.status().as_u16();
+    pending.finish(Outcome::nothing(Status::Failed, status, Some(error.code())));
+    error
+}
+
+/// Reads a whole (non-streamed) upstream answer and settles from it.
+async fn complete_json(
+    state: &AppState,
+    pending: Pending,
+    endpoint: Endpoint,
+    body: Incoming,
+    status: StatusCode,
+) -> Result<Bytes, GatewayError> {
+    match read_upstream_body(state, body).await {
+        Ok(body) => {
+            finish_json(pending, endpoint, &body, status.as_u16());
+            Ok(body)
+        }
+        Err(error) => {
+            pending.finish(Outcome::nothing(
+                Status::Failed,
+                502,
+                Some("upstream_disconnected"),
+            ));
+            Err(error)
+        }
+    }
 }
 
 fn idle_timeout(state: &AppState) -> Duration {

@@ -78,9 +78,48 @@ pub async fn handle(
 
 /// The parts of a request known after reading it.
 struct Parsed {
-    json: Value,
+    head: RequestHead,
     model: String,
     stream: bool,
+}
+
+/// The few fields of a request body the gateway reads. Everything else is
+/// skipped while the body is validated, so a request is not copied into a
+/// JSON tree unless it must be rewritten.
+#[derive(serde::Deserialize, Default)]
+struct RequestHead {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(default)]
+    max_tokens: Option<Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<Value>,
+    #[serde(default)]
+    max_output_tokens: Option<Value>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+}
+
+impl RequestHead {
+    fn field(&self, name: &str) -> Option<&Value> {
+        match name {
+            "max_tokens" => self.max_tokens.as_ref(),
+            "max_completion_tokens" => self.max_completion_tokens.as_ref(),
+            "max_output_tokens" => self.max_output_tokens.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the client asked for the usage chunk itself.
+    fn asked_for_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
 }
 
 async fn handle_inner(
@@ -229,7 +268,7 @@ async fn admit<'s>(
             "The usage ledger is behind; the request was not forwarded. Retry shortly.".into(),
         ));
     }
-    let max_output = requested_max_output(&parsed.json, endpoint);
+    let max_output = requested_max_output(&parsed.head, endpoint);
     let output_bound = if endpoint == Endpoint::Embeddings {
         0
     } else {
@@ -323,19 +362,17 @@ async fn read_json(
             ));
         }
     };
-    let json: Value = serde_json::from_slice(&bytes).map_err(|error| {
-        GatewayError::invalid(
-            format!("The request body is not valid JSON: {error}."),
-            None,
-        )
-    })?;
-    if !json.is_object() {
-        return Err(GatewayError::invalid(
-            "The request body must be a JSON object.",
-            None,
-        ));
-    }
-    let model = match json.get("model") {
+    let head: RequestHead =
+        serde_json::from_slice(&bytes).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => {
+                GatewayError::invalid("The request body must be a JSON object.", None)
+            }
+            _ => GatewayError::invalid(
+                format!("The request body is not valid JSON: {error}."),
+                None,
+            ),
+        })?;
+    let model = match &head.model {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
         Some(_) => {
             return Err(GatewayError::invalid(
@@ -350,7 +387,7 @@ async fn read_json(
             ))
         }
     };
-    let stream = match json.get("stream") {
+    let stream = match &head.stream {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
         Some(_) => {
@@ -362,7 +399,7 @@ async fn read_json(
     };
     Ok((
         Parsed {
-            json,
+            head,
             model,
             stream,
         },
@@ -370,11 +407,11 @@ async fn read_json(
     ))
 }
 
-fn requested_max_output(json: &Value, endpoint: Endpoint) -> Option<u64> {
+fn requested_max_output(head: &RequestHead, endpoint: Endpoint) -> Option<u64> {
     endpoint
         .max_output_field()
         .iter()
-        .find_map(|field| json.get(*field).and_then(Value::as_u64))
+        .find_map(|field| head.field(field).and_then(Value::as_u64))
 }
 
 /// The paying account: the `x-tollgate-billing` header, else the key's own
@@ -575,7 +612,7 @@ fn record_refusal(state: &AppState, mut row: UsageRow, error: &GatewayError, sta
 async fn forward(
     state: &Arc<AppState>,
     pending: Pending,
-    mut parsed: Parsed,
+    parsed: Parsed,
     model: &ModelConfig,
     kind: ProviderKind,
     client_headers: &HeaderMap,
@@ -583,19 +620,35 @@ async fn forward(
     client_body: Bytes,
 ) -> Result<Response<Body>, GatewayError> {
     let provider = state.config.provider_of(model);
-    let (changed, strip_usage) = providers::rewrite_body(
-        &mut parsed.json,
-        endpoint,
-        provider,
-        &model.upstream_model,
-        &model.name,
-        parsed.stream,
-    );
+    // The body is copied into a JSON tree only when it must change (or for
+    // the built-in mock, which reads it).
+    let needs_rewrite = model.upstream_model != model.name
+        || (parsed.stream
+            && endpoint.takes_stream_options()
+            && provider.inject_stream_usage
+            && !parsed.head.asked_for_usage());
+    let mut json = if needs_rewrite || kind == ProviderKind::Mock {
+        Some(serde_json::from_slice::<Value>(&client_body).map_err(GatewayError::internal)?)
+    } else {
+        None
+    };
+    let (changed, strip_usage) = match json.as_mut() {
+        Some(json) => providers::rewrite_body(
+            json,
+            endpoint,
+            provider,
+            &model.upstream_model,
+            &model.name,
+            parsed.stream,
+        ),
+        None => (false, false),
+    };
     let request_id = pending.request_id().to_string();
     state.metrics.gateway_overhead.observe(pending.elapsed());
 
     if kind == ProviderKind::Mock {
-        let answer = mock::respond(endpoint, &parsed.json, &model.upstream_model, parsed.stream);
+        let request = json.unwrap_or_default();
+        let answer = mock::respond(endpoint, &request, &model.upstream_model, parsed.stream);
         let mut response = Response::new(Body::empty());
         set_common_headers(response.headers_mut(), &request_id, answer.content_type);
         if parsed.stream {
@@ -615,10 +668,11 @@ async fn forward(
         return Ok(response);
     }
 
-    let upstream_body = if changed {
-        Bytes::from(serde_json::to_vec(&parsed.json).map_err(GatewayError::internal)?)
-    } else {
-        client_body
+    let upstream_body = match (&json, changed) {
+        (Some(json), true) => {
+            Bytes::from(serde_json::to_vec(json).map_err(GatewayError::internal)?)
+        }
+        _ => client_body,
     };
     let upstream_request =
         providers::upstream_request(provider, endpoint, upstream_body, client_headers)

@@ -1,26 +1,46 @@
 #!/usr/bin/env bash
-# Quick load measurement: Tollgate (embedded default: SQLite + in-process
-# counters) against direct-to-mock, in the same run, with wrk.
+# Load measurement: Tollgate against direct-to-mock and nginx, same run.
 #   bash benches/load/run.sh [SECONDS_PER_RUN]
-# Needs wrk (apt-get install wrk). Prints a table of requests/s, latency and
-# gateway RSS; figures are ratios to direct measured in the same run.
+# Targets (each alternated with direct to the mock in every round):
+#   direct      the fast mock upstream (benches/load/mock_upstream.rs)
+#   nginx       nginx as a plain proxy (benches/load/nginx.conf), if installed
+#   embedded    Tollgate on SQLite + in-process counters
+#   pg-redis    Tollgate on Postgres + Redis (local services), personal billing
+#   pg-team     the same, team-billed against a hard monthly limit
+# Loads: non-streaming at 64 and 1 connections, streaming at 64.
+# Prints requests/s, p50/p99, non-2xx, the target's CPU ms per request, and
+# ratios to direct and to nginx; writes the rows to benches/load/last-run.csv.
+# Needs wrk (apt-get install wrk); nginx is optional (apt-get install nginx).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-secs=${1:-8}
+secs=${1:-6}
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 2; }
+pg_admin=${TOLLGATE_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+redis_url=${TOLLGATE_TEST_REDIS:-redis://127.0.0.1:6379}
 
 cargo build --release --features bench-tools --bin tollgate --bin tollgate-mock-upstream >&2
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+tag="bench$(date +%s)"
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  psql "$pg_admin" -q -c "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 ./target/release/tollgate-mock-upstream 127.0.0.1:18080 &
-cat > "$work/tollgate.toml" <<TOML
-[server]
-listen = "127.0.0.1:14000"
-admin_token = "tga-load-test-token-000000000000000000000"
-[storage]
-database_url = "sqlite://$work/tollgate.db"
-[[providers]]
+mock_pid=$!
+nginx_pid=""
+if command -v nginx >/dev/null; then
+  mkdir -p "$work/nginx/logs"
+  nginx -p "$work/nginx" -c "$PWD/benches/load/nginx.conf" -g "pid $work/nginx.pid;" &
+  nginx_master=$!
+  # CPU is counted on the worker, which does the proxying.
+  for _ in $(seq 1 50); do nginx_pid=$(pgrep -P "$nginx_master" | head -1 || true); [ -n "$nginx_pid" ] && break; sleep 0.1; done
+fi
+
+models='[[providers]]
 name = "mock-upstream"
 kind = "openai"
 base_url = "http://127.0.0.1:18080/v1"
@@ -28,60 +48,123 @@ base_url = "http://127.0.0.1:18080/v1"
 name = "gpt-4o-mini"
 provider = "mock-upstream"
 input_usd_per_mtok = "0.15"
-output_usd_per_mtok = "0.60"
+output_usd_per_mtok = "0.60"'
+admin="tga-load-test-token-000000000000000000000"
+start_gateway() { # name port database_url redis_url
+  cat > "$work/$1.toml" <<TOML
+[server]
+listen = "127.0.0.1:$2"
+admin_token = "$admin"
+[storage]
+database_url = "$3"
+redis_url = "$4"
+redis_prefix = "$tag"
+[ledger]
+spool_dir = "$work/spool-$1"
+$models
 TOML
-key=$(./target/release/tollgate users add load@example.com --credits 1000000 --config "$work/tollgate.toml" | awk '/^key:/ {print $2}')
-RUST_LOG=warn ./target/release/tollgate serve --config "$work/tollgate.toml" &
-gw_pid=$!
-for _ in $(seq 1 50); do curl -sf http://127.0.0.1:14000/healthz >/dev/null && break; sleep 0.1; done
+  RUST_LOG=warn ./target/release/tollgate serve --config "$work/$1.toml" 2>"$work/$1.log" &
+  echo $! > "$work/$1.pid"
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return; sleep 0.1; done
+  echo "gateway $1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
+}
+api() { # port method path key body
+  curl -sf -X "$2" "http://127.0.0.1:$1$3" -H "Authorization: Bearer $4" -H 'content-type: application/json' ${5:+-d "$5"}
+}
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
-json_body='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}],"max_tokens":64}'
-stream_body='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}],"max_tokens":64,"stream":true}'
-lua() { # $1 body, $2 key
+start_gateway embedded 14000 "sqlite://$work/tollgate.db" ""
+embedded_key=$(./target/release/tollgate users add load@example.com --credits 1000000 --config "$work/embedded.toml" | awk '/^key:/ {print $2}')
+
+pg_ok=""
+if psql "$pg_admin" -q -c "CREATE DATABASE $tag" >/dev/null 2>&1 && redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
+  pg_ok=1
+  start_gateway pg 14001 "${pg_admin%/*}/$tag" "$redis_url"
+  owner=$(api 14001 POST /api/users "$admin" '{"email":"owner@example.com"}' | field id)
+  owner_key=$(api 14001 POST "/api/users/$owner/keys" "$admin" '{}' | field key)
+  api 14001 POST "/api/users/$owner/credits" "$admin" '{"amount_usd":"1000000"}' >/dev/null
+  member=$(api 14001 POST /api/users "$admin" '{"email":"member@example.com"}' | field id)
+  member_key=$(api 14001 POST "/api/users/$member/keys" "$admin" '{}' | field key)
+  team=$(api 14001 POST /api/teams "$owner_key" '{"name":"Load"}' | field id)
+  token=$(api 14001 POST "/api/teams/$team/invitations" "$owner_key" '{"email":"member@example.com"}' | field token)
+  api 14001 POST "/api/invitations/$token/accept" "$member_key" >/dev/null
+  api 14001 PATCH "/api/teams/$team" "$owner_key" '{"default_monthly_limit_usd":"1000000","enforcement":"hard"}' >/dev/null
+else
+  echo "Postgres or Redis not reachable: pg-redis and pg-team skipped." >&2
+fi
+
+lua() { # body key [billing]
   cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$1'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $2"
 LUA
+  [ -n "${3:-}" ] && echo "wrk.headers[\"x-tollgate-billing\"] = \"$3\"" >> "$work/post.lua"
+  return 0
 }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status"; }
-peak=0
-sample() { while kill -0 "$gw_pid" 2>/dev/null; do r=$(rss); [ "$r" -gt "$(cat "$work/peak" 2>/dev/null || echo 0)" ] && echo "$r" > "$work/peak"; sleep 0.2; done; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+json_body='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}],"max_tokens":64}'
+stream_body='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}],"max_tokens":64,"stream":true}'
+tick=$(getconf CLK_TCK)
 
-# Warm up (key cache, pools).
-lua "$json_body" "$key"; wrk -t1 -c8 -d2s -s "$work/post.lua" http://127.0.0.1:14000/v1/chat/completions >/dev/null
-rest_kb=$(rss)
-sample & sampler=$!
-
-run() { # name url body conns
-  lua "$3" "$key"
-  out=$(wrk -t1 -c"$4" -d"${secs}s" --latency -s "$work/post.lua" "$2")
+run() { # target load pid port key billing
+  local body=$json_body conns=64
+  case $2 in sse64) body=$stream_body ;; json1) conns=1 ;; esac
+  lua "$body" "$5" "${6:-}"
+  local before; before=$(cpu_ticks "$3")
+  local out; out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$4/v1/chat/completions")
+  local after; after=$(cpu_ticks "$3")
+  local rps p50 p99 errors total
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   errors=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  printf '%-34s %10s %10s %10s %8s\n' "$1" "$rps" "$p50" "$p99" "${errors:-0}"
-  echo "$1,$rps,$p50,$p99,${errors:-0}" >> "$work/results.csv"
+  total=$(echo "$out" | awk '/requests in/ {print $1}')
+  local cpu; cpu=$(python3 -c "print(f'{($after-$before)/$tick*1000/max($total,1):.4f}')")
+  printf '%-10s %-7s %10s %9s %9s %8s %8s\n' "$1" "$2" "$rps" "$p50" "$p99" "${errors:-0}" "$cpu"
+  echo "$1,$2,$rps,$p50,$p99,${errors:-0},$cpu" >> "$work/results.csv"
 }
-printf '%-34s %10s %10s %10s %8s\n' "run" "req/s" "p50" "p99" "non-2xx"
+
+# Warm up every target (pools, caches, counters).
+lua "$json_body" "$embedded_key"; wrk -t1 -c8 -d2s -s "$work/post.lua" http://127.0.0.1:14000/v1/chat/completions >/dev/null
+if [ -n "$pg_ok" ]; then
+  lua "$json_body" "$owner_key"; wrk -t1 -c8 -d2s -s "$work/post.lua" http://127.0.0.1:14001/v1/chat/completions >/dev/null
+  lua "$json_body" "$member_key" "team:$team"; wrk -t1 -c8 -d2s -s "$work/post.lua" http://127.0.0.1:14001/v1/chat/completions >/dev/null
+fi
+rest_kb=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")
+
+printf '%-10s %-7s %10s %9s %9s %8s %8s\n' target load req/s p50 p99 non-2xx cpu-ms
+echo "target,load,rps,p50,p99,non2xx,cpu_ms_per_request" > "$work/results.csv"
 for round in 1 2; do
-  run "direct json c64 (r$round)"  http://127.0.0.1:18080/v1/chat/completions "$json_body" 64
-  run "tollgate json c64 (r$round)" http://127.0.0.1:14000/v1/chat/completions "$json_body" 64
-  run "direct sse c64 (r$round)"   http://127.0.0.1:18080/v1/chat/completions "$stream_body" 64
-  run "tollgate sse c64 (r$round)"  http://127.0.0.1:14000/v1/chat/completions "$stream_body" 64
+  for load in json64 sse64 json1; do
+    run direct "$load" "$mock_pid" 18080 x
+    [ -n "$nginx_pid" ] && run nginx "$load" "$nginx_pid" 18081 x
+    run embedded "$load" "$(cat "$work/embedded.pid")" 14000 "$embedded_key"
+    if [ -n "$pg_ok" ]; then
+      run pg-redis "$load" "$(cat "$work/pg.pid")" 14001 "$owner_key"
+      run pg-team "$load" "$(cat "$work/pg.pid")" 14001 "$member_key" "team:$team"
+    fi
+  done
 done
-run "direct json c1"  http://127.0.0.1:18080/v1/chat/completions "$json_body" 1
-run "tollgate json c1" http://127.0.0.1:14000/v1/chat/completions "$json_body" 1
-kill "$sampler" 2>/dev/null || true
-echo "tollgate RSS at rest: $((rest_kb / 1024)) MB; peak under load: $(( $(cat "$work/peak") / 1024 )) MB"
+peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")
+echo "embedded gateway RSS at rest (after warm-up): $((rest_kb / 1024)) MB; peak: $((peak_kb / 1024)) MB"
+cp "$work/results.csv" benches/load/last-run.csv
 python3 - "$work/results.csv" <<'PY'
-import csv, sys, statistics
-rows = list(csv.reader(open(sys.argv[1])))
-def med(prefix):
-    vals = [float(r[1]) for r in rows if r[0].startswith(prefix)]
-    return statistics.median(vals) if vals else float("nan")
-for kind in ("json c64", "sse c64", "json c1"):
-    d, t = med(f"direct {kind}"), med(f"tollgate {kind}")
-    print(f"{kind}: tollgate/direct = {t/d:.2f} ({t:.0f} vs {d:.0f} req/s)")
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+def med(target, load, key):
+    vals = [float(r[key]) for r in rows if r["target"] == target and r["load"] == load]
+    return statistics.median(vals) if vals else None
+targets = [t for t in ("nginx", "embedded", "pg-redis", "pg-team") if med(t, "json64", "rps")]
+for load in ("json64", "sse64", "json1"):
+    direct = med("direct", load, "rps")
+    nginx = med("nginx", load, "rps")
+    for target in targets:
+        rps = med(target, load, "rps")
+        text = f"{load:7} {target:9} {rps:9.0f} req/s  {rps / direct:.2f}x direct"
+        if nginx and target != "nginx":
+            text += f"  {rps / nginx:.2f}x nginx"
+        text += f"  cpu {med(target, load, 'cpu_ms_per_request'):.4f} ms/req"
+        print(text)
 PY

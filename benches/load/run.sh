@@ -29,8 +29,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+ulimit -n 65536 2>/dev/null || true
 ./target/release/tollgate-mock-upstream 127.0.0.1:18080 &
 mock_pid=$!
+# A slow model: stream events 100 ms apart (for memory under many streams).
+./target/release/tollgate-mock-upstream 127.0.0.1:18082 100 &
 nginx_pid=""
 if command -v nginx >/dev/null; then
   mkdir -p "$work/nginx/logs"
@@ -47,6 +50,15 @@ base_url = "http://127.0.0.1:18080/v1"
 [[models]]
 name = "gpt-4o-mini"
 provider = "mock-upstream"
+input_usd_per_mtok = "0.15"
+output_usd_per_mtok = "0.60"
+[[providers]]
+name = "slow-upstream"
+kind = "openai"
+base_url = "http://127.0.0.1:18082/v1"
+[[models]]
+name = "slow-model"
+provider = "slow-upstream"
 input_usd_per_mtok = "0.15"
 output_usd_per_mtok = "0.60"'
 admin="tga-load-test-token-000000000000000000000"
@@ -148,6 +160,22 @@ for round in 1 2; do
   done
 done
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")
+
+# 1,000 concurrent slow streams (9 events, 100 ms apart) through the
+# embedded gateway: peak RSS while they run.
+slow_body='{"model":"slow-model","messages":[{"role":"user","content":"Hello!"}],"max_tokens":64,"stream":true}'
+lua "$slow_body" "$embedded_key"
+gw_pid=$(cat "$work/embedded.pid")
+before_kb=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
+wrk -t1 -c1000 -d8s -s "$work/post.lua" http://127.0.0.1:14000/v1/chat/completions > "$work/streams.txt" &
+wrk_pid=$!
+streams_peak=0
+while kill -0 "$wrk_pid" 2>/dev/null; do
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
+  [ "$rss" -gt "$streams_peak" ] && streams_peak=$rss
+  sleep 0.2
+done
+echo "1,000 concurrent slow streams: $(awk '/Requests\/sec/ {print $2}' "$work/streams.txt") streams/s, non-2xx $(awk '/Non-2xx/ {print $5}' "$work/streams.txt"); embedded RSS $((before_kb / 1024)) MB before, $((streams_peak / 1024)) MB peak"
 echo "embedded gateway RSS at rest (after warm-up): $((rest_kb / 1024)) MB; peak: $((peak_kb / 1024)) MB"
 cp "$work/results.csv" benches/load/last-run.csv
 python3 - "$work/results.csv" <<'PY'

@@ -131,6 +131,8 @@ const USAGE_COLUMN_COUNT: usize = 22;
 /// statements slowly, so it gets short ones.
 const PG_ROWS_PER_STATEMENT: usize = 100;
 const SQLITE_ROWS_PER_STATEMENT: usize = 128;
+/// Connections in a SQLite pool, whatever `storage.max_connections` says.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
 /// `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING` for `n` rows. SQLite
 /// gets anonymous `?` parameters: numbered ones cost it a name lookup per
@@ -193,7 +195,13 @@ impl Store {
             .log_statements(log::LevelFilter::Trace)
             .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            // SQLite takes one writer at a time and each connection keeps
+            // its own page cache: a few connections serve it best.
+            .max_connections(if postgres {
+                max_connections.max(1)
+            } else {
+                max_connections.clamp(1, SQLITE_MAX_CONNECTIONS)
+            })
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {

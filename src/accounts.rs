@@ -24,6 +24,21 @@ pub enum AccountsError {
     Counters(#[from] CounterError),
 }
 
+impl From<AccountsError> for crate::error::GatewayError {
+    /// A seed, credit or write that could not reach the database or the
+    /// counters: retryable, never a 500.
+    fn from(error: AccountsError) -> Self {
+        tracing::warn!(%error, "Counter step failed.");
+        let what = match error {
+            AccountsError::Store(_) => "its database to read this balance",
+            AccountsError::Counters(_) => "its counters",
+        };
+        crate::error::GatewayError::Unavailable(format!(
+            "The gateway cannot reach {what}; retry shortly."
+        ))
+    }
+}
+
 /// Seeds a missing balance counter from the ledger (credits − spend).
 pub async fn seed_balance(
     store: &Store,

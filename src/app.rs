@@ -39,6 +39,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// RFC 3339 UTC text of epoch milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// The gateway's clock: the system's, or a manual one that tests move
 /// (month rollovers, invitation expiry).
 #[derive(Clone, Debug, Default)]

@@ -61,7 +61,7 @@ pub struct Metrics {
     pub gateway_overhead: Histogram,
     /// Answers by model and HTTP status (refusals included). Updated once per
     /// request; the lock is held for one map update.
-    by_model: Mutex<HashMap<(String, u16), u64>>,
+    by_model: Mutex<HashMap<String, HashMap<u16, u64>>>,
     requests_ok: AtomicU64,
     requests_upstream_error: AtomicU64,
     requests_failed: AtomicU64,
@@ -95,9 +95,12 @@ impl Metrics {
 
     pub fn answered(&self, model: &str, http_status: u16) {
         if let Ok(mut by_model) = self.by_model.lock() {
-            *by_model
-                .entry((model.to_string(), http_status))
-                .or_default() += 1;
+            // Allocates only for a model's first answer.
+            let statuses = match by_model.get_mut(model) {
+                Some(statuses) => statuses,
+                None => by_model.entry(model.to_string()).or_default(),
+            };
+            *statuses.entry(http_status).or_default() += 1;
         }
     }
 
@@ -235,9 +238,16 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tollgate_answers_total counter");
         if let Ok(by_model) = self.by_model.lock() {
-            let mut entries: Vec<_> = by_model.iter().collect();
+            let mut entries: Vec<(&String, &u16, &u64)> = by_model
+                .iter()
+                .flat_map(|(model, statuses)| {
+                    statuses
+                        .iter()
+                        .map(move |(status, count)| (model, status, count))
+                })
+                .collect();
             entries.sort();
-            for ((model, status), count) in entries {
+            for (model, status, count) in entries {
                 let model = model.replace(['\\', '"', '\n'], "_");
                 let _ = writeln!(
                     out,

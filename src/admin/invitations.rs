@@ -10,8 +10,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::teams::{access, store_error, Role};
-use super::{audit, json as body, respond, rfc3339, Caller};
+use super::teams::{access, Role};
+use super::{audit, json as body, respond, rfc3339, store_error, Caller};
 use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::http_body::Body;
@@ -252,17 +252,7 @@ pub async fn accept(
             "This invitation is for another email address.".into(),
         ));
     }
-    if state
-        .store
-        .member(&team.id, &user.id)
-        .await
-        .map_err(store_error)?
-        .is_some()
-    {
-        return Err(GatewayError::Conflict(
-            "You are already a member of this team.".into(),
-        ));
-    }
+    refuse_if_member(state, &team.id, &user.id).await?;
     if !state
         .store
         .consume_invitation(&invitation.id, &user.id, now)
@@ -352,6 +342,25 @@ pub async fn set_link(
     )
 }
 
+/// 409 when the user already belongs to the team.
+async fn refuse_if_member(
+    state: &AppState,
+    team_id: &str,
+    user_id: &str,
+) -> Result<(), GatewayError> {
+    match state
+        .store
+        .member(team_id, user_id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(_) => Err(GatewayError::Conflict(
+            "You are already a member of this team.".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn join_request_json(request: &JoinRequest) -> Value {
     json!({
         "id": request.id,
@@ -377,17 +386,7 @@ pub async fn join(
         .await
         .map_err(store_error)?
         .ok_or_else(|| GatewayError::NotFound("No such invite link, or it was disabled.".into()))?;
-    if state
-        .store
-        .member(&team.id, &principal.user_id)
-        .await
-        .map_err(store_error)?
-        .is_some()
-    {
-        return Err(GatewayError::Conflict(
-            "You are already a member of this team.".into(),
-        ));
-    }
+    refuse_if_member(state, &team.id, &principal.user_id).await?;
     if let Some(pending) = state
         .store
         .pending_join_request(&team.id, &principal.user_id)

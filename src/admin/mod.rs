@@ -181,6 +181,11 @@ pub async fn audit(
         .map_err(GatewayError::internal)
 }
 
+/// A storage failure: its detail is logged, the client sees a generic error.
+pub fn store_error(error: crate::store::StoreError) -> GatewayError {
+    GatewayError::internal(error)
+}
+
 /// A JSON response.
 pub fn respond(status: StatusCode, body: &impl Serialize) -> Result<Response<Body>, GatewayError> {
     let bytes = serde_json::to_vec(body).map_err(GatewayError::internal)?;
@@ -200,47 +205,19 @@ pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, G
         .counters
         .balance(account)
         .await
-        .map_err(|error| seed_failed(crate::accounts::AccountsError::Counters(error)))?
+        .map_err(|error| GatewayError::from(crate::accounts::AccountsError::Counters(error)))?
     {
         return Ok(balance);
     }
     crate::accounts::seed_balance(&state.store, &state.counters, account)
         .await
-        .map_err(seed_failed)?;
+        .map_err(GatewayError::from)?;
     state
         .counters
         .balance(account)
         .await
-        .map_err(|error| seed_failed(crate::accounts::AccountsError::Counters(error)))?
+        .map_err(|error| GatewayError::from(crate::accounts::AccountsError::Counters(error)))?
         .ok_or_else(|| GatewayError::internal("balance counter missing after its seed"))
 }
 
-/// A counter seed failed: a database that does not answer is 503.
-pub fn seed_failed(error: crate::accounts::AccountsError) -> GatewayError {
-    match error {
-        crate::accounts::AccountsError::Store(error) => {
-            tracing::warn!(%error, "Counter seed failed.");
-            GatewayError::Unavailable(
-                "The gateway cannot reach its database to read this balance; retry shortly.".into(),
-            )
-        }
-        crate::accounts::AccountsError::Counters(error) => {
-            tracing::warn!(%error, "Counter seed failed.");
-            GatewayError::Unavailable(
-                "The gateway cannot reach its counters; retry shortly.".into(),
-            )
-        }
-    }
-}
-
-/// RFC 3339 UTC text of epoch milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use crate::app::rfc3339;

@@ -11,14 +11,14 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::{audit, current_balance, json as body, respond, rfc3339, Caller};
+use super::{audit, current_balance, json as body, respond, rfc3339, store_error, Caller};
 use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
 use crate::money::Money;
 use crate::policy::{self, Enforcement};
-use crate::store::{Member, StoreError, Team};
+use crate::store::{Member, Team};
 
 /// Roles, ordered by rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,10 +55,6 @@ pub struct Access {
 
 /// Largest monthly limit accepted, in USD: anything above is a typo.
 const MAX_LIMIT_USD: i64 = 1_000_000;
-
-pub fn store_error(error: StoreError) -> GatewayError {
-    GatewayError::internal(error)
-}
 
 /// Resolves the caller's role in a team and checks it against `needed`.
 pub async fn access(

@@ -11,8 +11,8 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, Time};
 
-use super::teams::{access, store_error, Role};
-use super::{respond, rfc3339, Caller};
+use super::teams::{access, Role};
+use super::{respond, rfc3339, store_error, Caller};
 use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::http_body::Body;

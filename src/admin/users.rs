@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{audit, current_balance, json as body, respond, rfc3339, Caller};
+use super::{audit, current_balance, json as body, respond, rfc3339, store_error, Caller};
 use crate::app::AppState;
 use crate::auth;
 use crate::error::GatewayError;
@@ -44,10 +44,6 @@ struct NewCredit {
     amount_usd: Value,
     #[serde(default)]
     note: Option<String>,
-}
-
-fn store_error(error: StoreError) -> GatewayError {
-    GatewayError::internal(error)
 }
 
 fn user_json(user: &User) -> Value {
@@ -227,7 +223,7 @@ pub async fn add_credits(
     // it is missing or was rebuilt meanwhile: the store already has it).
     crate::accounts::add_credit(&state.store, &state.counters, &credit)
         .await
-        .map_err(super::seed_failed)?;
+        .map_err(GatewayError::from)?;
     audit(
         state,
         None,

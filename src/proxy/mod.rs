@@ -499,13 +499,13 @@ async fn hold_money(
                     "Monthly limit reached for this member of team '{team}': limit ${limit}, \
                      spent ${spent} this month, and this request reserves up to ${amount}. \
                      The limit resets at {}.",
-                    crate::admin::rfc3339(period.end_ms)
+                    crate::app::rfc3339(period.end_ms)
                 )));
             }
             Reserve::MissingBalance => {
                 accounts::seed_balance(&state.store, &state.counters, account)
                     .await
-                    .map_err(crate::admin::seed_failed)?;
+                    .map_err(GatewayError::from)?;
             }
             Reserve::MissingSpend => {
                 let Some((policy, hold)) = spend else {
@@ -522,7 +522,7 @@ async fn hold_money(
                     hold.key,
                 )
                 .await
-                .map_err(crate::admin::seed_failed)?;
+                .map_err(GatewayError::from)?;
             }
         }
     }
@@ -566,7 +566,7 @@ fn soft_limit_warning(
     Some(format!(
         "Monthly limit of ${limit} in team '{}' exceeded: ${spend} spent or reserved this month (soft limit; resets {}).",
         policy.team_name,
-        crate::admin::rfc3339(period.end_ms)
+        crate::app::rfc3339(period.end_ms)
     ))
 }
 

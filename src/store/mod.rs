@@ -268,16 +268,6 @@ impl Store {
         row.map(|r| user_from_row(&r)).transpose()
     }
 
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, email, name, created_at FROM users WHERE email = $1 AND deleted_at IS NULL",
-        )
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
-
     // === Keys ===
 
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {

@@ -93,6 +93,9 @@ pub struct AppState {
     pub admin_token_hash: String,
     pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub policy_cache: PolicyCache,
+    /// Concurrent misses for one key or policy share one database lookup.
+    pub key_lookups: crate::singleflight::SingleFlight<String, auth::KeyLookup>,
+    pub policy_lookups: crate::singleflight::SingleFlight<(String, String), policy::PolicyLookup>,
     /// Last answers of the database, used only while it does not answer.
     pub last_known_keys: moka::sync::Cache<String, Option<Arc<auth::Principal>>>,
     pub last_known_policies: moka::sync::Cache<(String, String), Option<Arc<policy::MemberPolicy>>>,
@@ -175,6 +178,8 @@ impl App {
         let state = Arc::new(AppState {
             key_cache: auth::key_cache(config.cache.key_ttl_ms, config.cache.max_keys),
             policy_cache: policy::policy_cache(config.cache.key_ttl_ms),
+            key_lookups: Default::default(),
+            policy_lookups: Default::default(),
             last_known_keys: auth::last_known(config.cache.max_keys),
             last_known_policies: auth::last_known(100_000),
             clock,

@@ -58,6 +58,9 @@ pub fn is_operator(state: &AppState, token: &str) -> bool {
 }
 
 /// Resolves an API key to its principal.
+/// The outcome of one key lookup, shared by concurrent misses.
+pub type KeyLookup = Result<Option<crate::store::KeyRow>, Arc<crate::store::StoreError>>;
+
 pub async fn authenticate_key(
     state: &AppState,
     token: &str,
@@ -71,7 +74,15 @@ pub async fn authenticate_key(
         return cached.ok_or(GatewayError::InvalidApiKey);
     }
     state.metrics.key_cache_miss();
-    let row = match state.store.key_by_hash(&hash).await {
+    let store = state.store.clone();
+    let lookup_hash = hash.clone();
+    let looked_up = state
+        .key_lookups
+        .run(hash.clone(), move || async move {
+            store.key_by_hash(&lookup_hash).await.map_err(Arc::new)
+        })
+        .await;
+    let row = match looked_up {
         Ok(row) => row,
         Err(error) => {
             // The database is away: keys this process has seen keep working.

@@ -99,6 +99,8 @@ pub struct ServerConfig {
     /// The gateway's public base URL, used in invitation and join links.
     /// Empty: `http://` + `listen`.
     pub public_url: String,
+    /// Runtime worker threads; 0 = one per CPU core.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             max_connections: 10_000,
             public_url: String::new(),
+            worker_threads: 0,
         }
     }
 }

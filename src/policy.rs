@@ -59,6 +59,9 @@ pub struct MemberPolicy {
 
 pub type PolicyCache = moka::sync::Cache<(String, String), Option<Arc<MemberPolicy>>>;
 
+/// The outcome of one policy lookup, shared by concurrent misses.
+pub type PolicyLookup = Result<Option<Arc<MemberPolicy>>, Arc<crate::store::StoreError>>;
+
 pub fn policy_cache(ttl_ms: u64) -> PolicyCache {
     moka::sync::Cache::builder()
         .max_capacity(100_000)
@@ -77,16 +80,18 @@ pub async fn member_policy(
     if let Some(cached) = state.policy_cache.get(&cache_key) {
         return Ok(cached);
     }
-    let looked_up = async {
-        let team = state.store.team(team_id).await?;
-        let member = match &team {
-            Some(_) => state.store.member(team_id, user_id).await?,
-            None => None,
-        };
-        Ok::<_, crate::store::StoreError>((team, member))
-    };
-    let (team, member) = match looked_up.await {
-        Ok(found) => found,
+    let store = state.store.clone();
+    let (team_key, user_key) = cache_key.clone();
+    let looked_up = state
+        .policy_lookups
+        .run(cache_key.clone(), move || async move {
+            load_policy(&store, &team_key, &user_key)
+                .await
+                .map_err(Arc::new)
+        })
+        .await;
+    let policy = match looked_up {
+        Ok(policy) => policy,
         Err(error) => {
             if let Some(known) = state.last_known_policies.get(&cache_key) {
                 state.metrics.store_fallback();
@@ -98,21 +103,32 @@ pub async fn member_policy(
             ));
         }
     };
-    let policy = match (team, member) {
-        (Some(team), Some(member)) => Some(Arc::new(MemberPolicy {
-            team_id: team.id,
-            team_name: team.name,
-            owner_id: team.owner_id,
-            role: member.role,
-            enforcement: Enforcement::parse(&team.enforcement).unwrap_or(Enforcement::Hard),
-            limit: member.monthly_limit.or(team.default_monthly_limit),
-            restricted_models: team.restricted_models,
-        })),
-        _ => None,
-    };
     state.policy_cache.insert(cache_key.clone(), policy.clone());
     state.last_known_policies.insert(cache_key, policy.clone());
     Ok(policy)
+}
+
+/// Reads a member's policy from the database (one query per table).
+async fn load_policy(
+    store: &crate::store::Store,
+    team_id: &str,
+    user_id: &str,
+) -> Result<Option<Arc<MemberPolicy>>, crate::store::StoreError> {
+    let Some(team) = store.team(team_id).await? else {
+        return Ok(None);
+    };
+    let Some(member) = store.member(team_id, user_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(MemberPolicy {
+        team_id: team.id,
+        team_name: team.name,
+        owner_id: team.owner_id,
+        role: member.role,
+        enforcement: Enforcement::parse(&team.enforcement).unwrap_or(Enforcement::Hard),
+        limit: member.monthly_limit.or(team.default_monthly_limit),
+        restricted_models: team.restricted_models,
+    })))
 }
 
 /// Forgets cached policies after a change made in this process.

@@ -8,12 +8,14 @@
 #   pg-redis    Tollgate on Postgres + Redis (local services), personal billing
 #   pg-team     the same, team-billed against a hard monthly limit
 # Loads: non-streaming at 64 and 1 connections, streaming at 64.
+# Then 1,000 concurrent slow streams through a fresh embedded gateway (RSS).
 # Prints requests/s, p50/p99, non-2xx, the target's CPU ms per request, and
-# ratios to direct and to nginx; writes the rows to benches/load/last-run.csv.
+# ratios to direct and to nginx, added latency over direct, and RSS; writes
+# benches/load/last-run.{csv,json} and last-memory.csv (all gitignored).
 # Needs wrk (apt-get install wrk); nginx is optional (apt-get install nginx).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-secs=${1:-6}
+secs=${1:-5}
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 2; }
 pg_admin=${TOLLGATE_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 redis_url=${TOLLGATE_TEST_REDIS:-redis://127.0.0.1:6379}
@@ -160,14 +162,18 @@ for round in 1 2; do
   done
 done
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")
+sleep 10
+after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")
 
-# 1,000 concurrent slow streams (9 events, 100 ms apart) through the
-# embedded gateway: peak RSS while they run.
+# 1,000 concurrent slow streams (9 events, 100 ms apart) through a FRESH
+# embedded gateway: RSS at rest before, peak while they run, and 10 s after.
+start_gateway streams 14002 "sqlite://$work/streams.db" ""
+streams_key=$(./target/release/tollgate users add streams@example.com --credits 1000000 --config "$work/streams.toml" | awk '/^key:/ {print $2}')
 slow_body='{"model":"slow-model","messages":[{"role":"user","content":"Hello!"}],"max_tokens":64,"stream":true}'
-lua "$slow_body" "$embedded_key"
-gw_pid=$(cat "$work/embedded.pid")
-before_kb=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
-wrk -t1 -c1000 -d8s -s "$work/post.lua" http://127.0.0.1:14000/v1/chat/completions > "$work/streams.txt" &
+lua "$slow_body" "$streams_key"
+gw_pid=$(cat "$work/streams.pid")
+fresh_kb=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
+wrk -t1 -c1000 -d8s -s "$work/post.lua" http://127.0.0.1:14002/v1/chat/completions > "$work/streams.txt" &
 wrk_pid=$!
 streams_peak=0
 while kill -0 "$wrk_pid" 2>/dev/null; do
@@ -175,24 +181,21 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
   [ "$rss" -gt "$streams_peak" ] && streams_peak=$rss
   sleep 0.2
 done
-echo "1,000 concurrent slow streams: $(awk '/Requests\/sec/ {print $2}' "$work/streams.txt") streams/s, non-2xx $(awk '/Non-2xx/ {print $5}' "$work/streams.txt"); embedded RSS $((before_kb / 1024)) MB before, $((streams_peak / 1024)) MB peak"
-echo "embedded gateway RSS at rest (after warm-up): $((rest_kb / 1024)) MB; peak: $((peak_kb / 1024)) MB"
+sleep 10
+streams_rest=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
+streams_rps=$(awk '/Requests\/sec/ {print $2}' "$work/streams.txt")
+streams_errors=$(awk '/Non-2xx/ {print $5}' "$work/streams.txt")
+cat > "$work/memory.csv" <<CSV
+measure,kb
+embedded_rest_after_warmup,$rest_kb
+embedded_peak_over_run,$peak_kb
+embedded_rest_10s_after_run,$after_kb
+streams_fresh,$fresh_kb
+streams_peak,$streams_peak
+streams_rest_10s_after,$streams_rest
+streams_per_second,${streams_rps:-0}
+streams_non2xx,${streams_errors:-0}
+CSV
 cp "$work/results.csv" benches/load/last-run.csv
-python3 - "$work/results.csv" <<'PY'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-def med(target, load, key):
-    vals = [float(r[key]) for r in rows if r["target"] == target and r["load"] == load]
-    return statistics.median(vals) if vals else None
-targets = [t for t in ("nginx", "embedded", "pg-redis", "pg-team") if med(t, "json64", "rps")]
-for load in ("json64", "sse64", "json1"):
-    direct = med("direct", load, "rps")
-    nginx = med("nginx", load, "rps")
-    for target in targets:
-        rps = med(target, load, "rps")
-        text = f"{load:7} {target:9} {rps:9.0f} req/s  {rps / direct:.2f}x direct"
-        if nginx and target != "nginx":
-            text += f"  {rps / nginx:.2f}x nginx"
-        text += f"  cpu {med(target, load, 'cpu_ms_per_request'):.4f} ms/req"
-        print(text)
-PY
+cp "$work/memory.csv" benches/load/last-memory.csv
+python3 benches/load/summarize.py benches/load/last-run.csv benches/load/last-memory.csv benches/load/last-run.json

@@ -826,7 +826,7 @@ fn finish_json(pending: Pending, endpoint: Endpoint, body: &[u8], http_status: u
     let usage = match meter::usage_from_json(endpoint.protocol(), body) {
         Some(usage) => (usage, UsageSource::Exact),
         None => {
-            let input = pending.estimate_prompt_tokens();
+            let input = pending.estimate_prompt_tokens(false);
             let output = serde_json::from_slice::<Value>(body)
                 .map(|value| {
                     let mut tally = meter::OutputTally::default();

@@ -117,12 +117,18 @@ impl Pending {
         &self.row.request_id
     }
 
-    /// Tokens of the request's prompt, counted with the tokenizer.
-    pub fn estimate_prompt_tokens(&self) -> u64 {
+    /// Tokens of the request's prompt, counted with the tokenizer (or by the
+    /// quick estimate when `quick`).
+    pub fn estimate_prompt_tokens(&self, quick: bool) -> u64 {
         serde_json::from_slice(&self.request_body)
-            .map(|value| crate::meter::estimate_prompt_tokens(&value))
+            .map(|value| crate::meter::estimate_prompt_tokens(&value, quick))
             .unwrap_or_else(|_| {
-                crate::meter::count_tokens(&String::from_utf8_lossy(&self.request_body))
+                let text = String::from_utf8_lossy(&self.request_body);
+                if quick {
+                    crate::meter::quick_tokens(&text)
+                } else {
+                    crate::meter::count_tokens(&text)
+                }
             })
     }
 

@@ -113,9 +113,11 @@ impl MeteredBody {
         };
         let end = self.meter.end();
         let broken = broken || end == StreamEnd::Errored;
-        let (usage, source) = self.meter.conclude(broken, pending.max_output_tokens, || {
-            pending.estimate_prompt_tokens()
-        });
+        let (usage, source) = self
+            .meter
+            .conclude(broken, pending.max_output_tokens, |quick| {
+                pending.estimate_prompt_tokens(quick)
+            });
         let status = if !broken {
             Status::Ok
         } else if end == StreamEnd::Errored {

@@ -153,7 +153,7 @@ fn anthropic_stream_error_keeps_input_and_bills_partial_output() {
     meter.feed(&body, |_, _| {});
     meter.finish();
     assert_eq!(meter.end(), StreamEnd::Errored);
-    let (usage, source) = meter.conclude(true, Some(1000), || 0);
+    let (usage, source) = meter.conclude(true, Some(1000), |_| 0);
     assert_eq!(usage.input_tokens, 2100);
     assert!(
         usage.output_tokens >= 1 && usage.output_tokens < 1000,

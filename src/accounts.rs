@@ -28,6 +28,12 @@ impl From<AccountsError> for crate::error::GatewayError {
     /// A seed, credit or write that could not reach the database or the
     /// counters: retryable, never a 500.
     fn from(error: AccountsError) -> Self {
+        Self::from(&error)
+    }
+}
+
+impl From<&AccountsError> for crate::error::GatewayError {
+    fn from(error: &AccountsError) -> Self {
         tracing::warn!(%error, "Counter step failed.");
         let what = match error {
             AccountsError::Store(_) => "its database to read this balance",
@@ -38,6 +44,9 @@ impl From<AccountsError> for crate::error::GatewayError {
         ))
     }
 }
+
+/// The outcome of one seed, shared by the requests that waited for it.
+pub type SeedOutcome = Result<(), std::sync::Arc<AccountsError>>;
 
 /// Seeds a missing balance counter from the ledger (credits − spend).
 pub async fn seed_balance(

@@ -96,6 +96,9 @@ pub struct AppState {
     /// Concurrent misses for one key or policy share one database lookup.
     pub key_lookups: crate::singleflight::SingleFlight<String, auth::KeyLookup>,
     pub policy_lookups: crate::singleflight::SingleFlight<(String, String), policy::PolicyLookup>,
+    /// Concurrent requests that find a counter missing share one seed (a
+    /// sum over the account's ledger rows).
+    pub counter_seeds: crate::singleflight::SingleFlight<String, crate::accounts::SeedOutcome>,
     /// Last answers of the database, used only while it does not answer.
     pub last_known_keys: moka::sync::Cache<String, Option<Arc<auth::Principal>>>,
     pub last_known_policies: moka::sync::Cache<(String, String), Option<Arc<policy::MemberPolicy>>>,
@@ -180,6 +183,7 @@ impl App {
             policy_cache: policy::policy_cache(config.cache.key_ttl_ms),
             key_lookups: Default::default(),
             policy_lookups: Default::default(),
+            counter_seeds: Default::default(),
             last_known_keys: auth::last_known(config.cache.max_keys),
             last_known_policies: auth::last_known(100_000),
             clock,

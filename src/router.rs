@@ -9,7 +9,7 @@ use crate::app::AppState;
 use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::providers::Endpoint;
-use crate::{admin, ops, proxy};
+use crate::{admin, dashboard, ops, proxy};
 
 pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
@@ -28,6 +28,7 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
         (&Method::GET, "/readyz") => ops::readyz(&state).await,
         (&Method::GET, "/metrics") => ops::metrics(&state),
         (_, p) if p == "/api" || p.starts_with("/api/") => admin::handle(state, request).await,
+        (method, p) if dashboard::owns(p) => dashboard::serve(method, p),
         _ => refuse(
             GatewayError::NotFound(format!("No route for {} {}.", request.method(), path)),
             false,
@@ -41,5 +42,5 @@ fn refuse(error: GatewayError, anthropic: bool) -> Response<Body> {
     } else {
         ErrorShape::OpenAi
     };
-    error.into_response(shape, &crate::keys::new_id("req"))
+    error.into_response(shape, &crate::keys::new_request_id())
 }

@@ -52,7 +52,7 @@ impl Caller {
 }
 
 pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
-    let request_id = keys::new_id("req");
+    let request_id = keys::new_request_id();
     match route(&state, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(ErrorShape::OpenAi, &request_id),
@@ -87,6 +87,7 @@ async fn route(
             users::add_credits(state, &caller, id, request).await
         }
         (&Method::GET, ["me"]) => users::me(state, &caller).await,
+        (&Method::GET, ["models"]) => users::models(state),
         (&Method::GET, ["me", "keys"]) => users::list_my_keys(state, &caller).await,
         (&Method::POST, ["me", "keys"]) => users::create_my_key(state, &caller, request).await,
         (&Method::PATCH, ["me", "keys", id]) => {

@@ -122,7 +122,10 @@ pub async fn report(
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     access(state, caller, team_id, Role::Member).await?;
-    let params = query_params(request.uri().query(), &["from", "to", "group_by", "format"])?;
+    let params = query_params(
+        request.uri().query(),
+        &["from", "to", "group_by", "format", "split_by"],
+    )?;
     let param = |name: &str| {
         params
             .iter()
@@ -168,6 +171,18 @@ pub async fn report(
             return Err(GatewayError::invalid(
                 "'format' must be json or csv.",
                 Some("format"),
+            ))
+        }
+    };
+    // Dashboard addition: daily groups split by member or model (JSON only).
+    let split = match param("split_by") {
+        None => None,
+        Some("member") if group_by == GroupBy::Day && !csv => Some(GroupBy::Member),
+        Some("model") if group_by == GroupBy::Day && !csv => Some(GroupBy::Model),
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "'split_by' must be member or model, with group_by=day and JSON.",
+                Some("split_by"),
             ))
         }
     };
@@ -224,6 +239,35 @@ pub async fn report(
         object.remove("key");
         object.remove("label");
     }
+    let mut groups_json: Vec<Value> = groups.iter().map(group_json).collect();
+    if let Some(split) = split {
+        let parts = state
+            .store
+            .usage_daily_split(team_id, from, to, split)
+            .await
+            .map_err(store_error)?;
+        // Parts arrive ordered by day: one pass puts each under its day.
+        let mut by_day: std::collections::HashMap<String, Vec<Value>> = Default::default();
+        for (day, part) in &parts {
+            let label = if split == GroupBy::Model {
+                &part.key
+            } else {
+                &part.label
+            };
+            by_day.entry(day_text(*day)).or_default().push(json!({
+                "key": part.key,
+                "label": label,
+                "requests": part.requests,
+                "cost_usd": Money::from_nano(part.cost_nano).to_string(),
+            }));
+        }
+        for (group, json) in groups.iter().zip(groups_json.iter_mut()) {
+            let split = by_day.remove(&group.key).unwrap_or_default();
+            if let Some(object) = json.as_object_mut() {
+                object.insert("split".into(), Value::Array(split));
+            }
+        }
+    }
     respond(
         StatusCode::OK,
         &json!({
@@ -231,7 +275,7 @@ pub async fn report(
             "to": rfc3339(to),
             "group_by": group_name,
             "total": total_json,
-            "groups": groups.iter().map(group_json).collect::<Vec<_>>(),
+            "groups": groups_json,
         }),
     )
 }

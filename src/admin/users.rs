@@ -361,3 +361,23 @@ pub async fn revoke_my_key(
     audit(state, None, caller, "key.revoke", Some(&key.id), None, None).await?;
     respond(StatusCode::OK, &key_json(&key))
 }
+
+/// `GET /api/models` (any caller; dashboard addition): every configured
+/// model, unfiltered, so admins can pick restrictions from the list.
+pub fn models(state: &AppState) -> Result<Response<Body>, GatewayError> {
+    let data: Vec<Value> = state
+        .config
+        .models
+        .iter()
+        .map(|m| {
+            let provider = state
+                .config
+                .providers
+                .get(m.provider)
+                .map(|p| p.name.as_str())
+                .unwrap_or("");
+            json!({"id": m.name, "provider": provider})
+        })
+        .collect();
+    respond(StatusCode::OK, &json!({"data": data}))
+}

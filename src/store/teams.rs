@@ -728,6 +728,62 @@ impl Store {
             .collect()
     }
 
+    /// Daily usage split by member or by model: `(day number, group)` pairs,
+    /// ordered by day then key. Each day's groups sum to that day's total.
+    pub async fn usage_daily_split(
+        &self,
+        team_id: &str,
+        from: i64,
+        to: i64,
+        split: GroupBy,
+    ) -> Result<Vec<(i64, UsageGroup)>, StoreError> {
+        let (key, join, label) = match split {
+            GroupBy::Member => (
+                "r.user_id",
+                "LEFT JOIN users u ON u.id = r.user_id",
+                "MIN(u.email)",
+            ),
+            GroupBy::Model | GroupBy::Day => ("r.model", "", "MIN(r.model)"),
+        };
+        let sql = format!(
+            "SELECT CAST(r.started_at / 86400000 AS BIGINT) AS day, CAST({key} AS TEXT) AS k, \
+             {label} AS label_raw, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+             CAST(COALESCE(SUM(r.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
+             CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano \
+             FROM usage_rows r {join} \
+             WHERE r.team_id = $1 AND r.started_at >= $2 AND r.started_at < $3 AND r.status <> 'refused' \
+             GROUP BY CAST(r.started_at / 86400000 AS BIGINT), {key} ORDER BY 1, 2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(team_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let day: i64 = r.try_get("day")?;
+                let label: Option<String> = r.try_get("label_raw")?;
+                Ok((
+                    day,
+                    UsageGroup {
+                        key: r.try_get("k")?,
+                        label: label.unwrap_or_default(),
+                        requests: r.try_get("requests")?,
+                        input_tokens: r.try_get("input_tokens")?,
+                        output_tokens: r.try_get("output_tokens")?,
+                        cached_tokens: r.try_get("cached_tokens")?,
+                        reasoning_tokens: r.try_get("reasoning_tokens")?,
+                        cost_nano: r.try_get("cost_nano")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     // === Audit ===
 
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ mod helpers;
 
 mod admin_users;
 mod concurrency;
+mod dashboard;
 mod faults;
 mod fixtures;
 mod proxy;

@@ -1337,6 +1337,62 @@ async fn reports_match_the_ledger_and_csv(backend: Backend) {
         if group_by == "day" {
             let keys: Vec<&str> = groups.iter().map(|g| g["key"].as_str().unwrap()).collect();
             assert_eq!(keys, vec!["2026-11-26", "2026-11-27", "2026-11-28"]);
+            // The dashboard's stacked chart: each day split by member or
+            // model, the parts summing to the day.
+            for split in ["member", "model"] {
+                let split_report = call(
+                    &gw,
+                    "GET",
+                    &format!("{path}&split_by={split}"),
+                    &fx.admin.key,
+                    None,
+                )
+                .await;
+                assert_eq!(split_report.status, 200, "{}", split_report.text());
+                let split_report = split_report.json();
+                for (day, plain) in split_report["groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(groups)
+                {
+                    let parts = day["split"].as_array().unwrap();
+                    assert!(!parts.is_empty(), "{day}");
+                    let nano = |v: &Value| {
+                        Money::parse_usd(v["cost_usd"].as_str().unwrap())
+                            .unwrap()
+                            .nano()
+                    };
+                    let sum: i64 = parts.iter().map(nano).sum();
+                    assert_eq!(sum, nano(plain), "{split} {day}");
+                    let requests: i64 = parts.iter().map(|p| p["requests"].as_i64().unwrap()).sum();
+                    assert_eq!(requests, plain["requests"].as_i64().unwrap());
+                }
+                let day_28 = &split_report["groups"][2]["split"];
+                if split == "model" {
+                    let keys: Vec<&str> = day_28
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p["label"].as_str().unwrap())
+                        .collect();
+                    assert_eq!(keys, vec!["gpt-4o-mini", "gpt-5.1"]);
+                } else {
+                    assert_eq!(day_28[0]["label"], "member-rep@example.com");
+                }
+            }
+            for bad in [
+                format!("{path}&split_by=team"),
+                format!("{path}&split_by=member&format=csv"),
+                path.replace("group_by=day", "group_by=member&split_by=model"),
+            ] {
+                let refused = call(&gw, "GET", &bad, &fx.admin.key, None).await;
+                assert_eq!(
+                    (refused.status, refused.json()["error"]["param"].as_str()),
+                    (400, Some("split_by")),
+                    "{bad}"
+                );
+            }
         }
 
         // CSV: parsed by Python's csv module, its totals equal the JSON's.

@@ -96,6 +96,8 @@ pub struct AppState {
     /// Concurrent misses for one key or policy share one database lookup.
     pub key_lookups: crate::singleflight::SingleFlight<String, auth::KeyLookup>,
     pub policy_lookups: crate::singleflight::SingleFlight<(String, String), policy::PolicyLookup>,
+    /// Bumped by every cache invalidation (see `invalidate.rs`).
+    pub cache_generation: std::sync::atomic::AtomicU64,
     /// Concurrent requests that find a counter missing share one seed (a
     /// sum over the account's ledger rows).
     pub counter_seeds: crate::singleflight::SingleFlight<String, crate::accounts::SeedOutcome>,
@@ -103,6 +105,14 @@ pub struct AppState {
     pub last_known_keys: moka::sync::Cache<String, Option<Arc<auth::Principal>>>,
     pub last_known_policies: moka::sync::Cache<(String, String), Option<Arc<policy::MemberPolicy>>>,
     pub clock: Clock,
+}
+
+impl AppState {
+    /// The current cache generation (see `cache_generation`).
+    pub fn cache_generation(&self) -> u64 {
+        self.cache_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Why the gateway could not start.
@@ -184,6 +194,7 @@ impl App {
             key_lookups: Default::default(),
             policy_lookups: Default::default(),
             counter_seeds: Default::default(),
+            cache_generation: Default::default(),
             last_known_keys: auth::last_known(config.cache.max_keys),
             last_known_policies: auth::last_known(100_000),
             clock,

@@ -74,6 +74,8 @@ pub async fn authenticate_key(
         return cached.ok_or(GatewayError::InvalidApiKey);
     }
     state.metrics.key_cache_miss();
+    // An invalidation while the lookup runs makes its answer unfit to cache.
+    let generation = state.cache_generation();
     let store = state.store.clone();
     let lookup_hash = hash.clone();
     let looked_up = state
@@ -81,7 +83,8 @@ pub async fn authenticate_key(
         .run(hash.clone(), move || async move {
             store.key_by_hash(&lookup_hash).await.map_err(Arc::new)
         })
-        .await;
+        .await
+        .unwrap_or_else(|| Err(Arc::new(sqlx::Error::WorkerCrashed.into())));
     let row = match looked_up {
         Ok(row) => row,
         Err(error) => {
@@ -107,8 +110,10 @@ pub async fn authenticate_key(
                 billing: row.billing,
             })
         });
-    state.key_cache.insert(hash.clone(), principal.clone());
-    state.last_known_keys.insert(hash, principal.clone());
+    if state.cache_generation() == generation {
+        state.key_cache.insert(hash.clone(), principal.clone());
+        state.last_known_keys.insert(hash, principal.clone());
+    }
     principal.ok_or(GatewayError::InvalidApiKey)
 }
 

@@ -48,6 +48,13 @@ fn channel(state: &AppState) -> String {
 
 /// Clears this process's caches.
 pub fn apply_locally(state: &AppState, what: &Invalidation) {
+    // Lookups already running may have read the old state: their answers
+    // are not cached, and later requests start fresh ones.
+    state
+        .cache_generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    state.key_lookups.forget_all();
+    state.policy_lookups.forget_all();
     match what {
         Invalidation::Key(hash) => {
             state.key_cache.invalidate(hash);

@@ -80,6 +80,8 @@ pub async fn member_policy(
     if let Some(cached) = state.policy_cache.get(&cache_key) {
         return Ok(cached);
     }
+    // An invalidation while the lookup runs makes its answer unfit to cache.
+    let generation = state.cache_generation();
     let store = state.store.clone();
     let (team_key, user_key) = cache_key.clone();
     let looked_up = state
@@ -89,7 +91,8 @@ pub async fn member_policy(
                 .await
                 .map_err(Arc::new)
         })
-        .await;
+        .await
+        .unwrap_or_else(|| Err(Arc::new(sqlx::Error::WorkerCrashed.into())));
     let policy = match looked_up {
         Ok(policy) => policy,
         Err(error) => {
@@ -103,8 +106,10 @@ pub async fn member_policy(
             ));
         }
     };
-    state.policy_cache.insert(cache_key.clone(), policy.clone());
-    state.last_known_policies.insert(cache_key, policy.clone());
+    if state.cache_generation() == generation {
+        state.policy_cache.insert(cache_key.clone(), policy.clone());
+        state.last_known_policies.insert(cache_key, policy.clone());
+    }
     Ok(policy)
 }
 

@@ -3,60 +3,123 @@
 //! Without it, every expiry of a hot key's 1 s cache entry sent one query
 //! per request in flight (64 at 64 connections; 1,000 under a burst of new
 //! streams, which then queued for seconds on a pool of four connections).
+//!
+//! The lookup runs on its own task: a caller that goes away (a client that
+//! disconnects) never leaves a half-done query, a pool connection or a
+//! database lock parked inside an unpolled future. The task removes its own
+//! entry when it ends, however it ends.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
+type Running<V> = Shared<BoxFuture<'static, Option<V>>>;
+/// Each entry carries the number of the lookup that made it.
+type Map<K, V> = Arc<Mutex<HashMap<K, (u64, Running<V>)>>>;
+
 pub struct SingleFlight<K, V: Clone> {
-    inflight: Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>,
+    inflight: Map<K, V>,
+    next: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for SingleFlight<K, V> {
     fn default() -> Self {
         SingleFlight {
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            next: AtomicU64::new(0),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> SingleFlight<K, V> {
-    /// Runs `make()` unless a lookup for `key` is already in flight, in which
-    /// case it waits for that one. The lock is held only to find or insert
-    /// the entry, never across an await. A lookup whose callers all went
-    /// away is driven by the next caller.
-    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> V
+fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> MutexGuard<'_, HashMap<K, V>> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the entry when the lookup task ends, even by a panic; only its
+/// own entry (after `forget_all`, a newer lookup may hold the key).
+struct Done<K: Hash + Eq, V: Clone> {
+    map: Map<K, V>,
+    key: Option<K>,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V: Clone> Drop for Done<K, V> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut map = lock(&self.map);
+            if map.get(&key).is_some_and(|(id, _)| *id == self.id) {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+impl<K, V> SingleFlight<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Runs `make()` on a task unless a lookup for `key` is already in
+    /// flight, in which case it waits for that one. `None` when the lookup
+    /// task died (a panic): callers treat it as the store being away. The
+    /// lock is held only to find or insert the entry, never across an await.
+    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> Option<V>
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let shared = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let running = {
+            let mut inflight = lock(&self.inflight);
             match inflight.get(&key) {
-                Some(running) => running.clone(),
+                Some((_, running)) => running.clone(),
                 None => {
-                    let running = make().boxed().shared();
-                    inflight.insert(key.clone(), running.clone());
+                    let lookup = make();
+                    let id = self.next.fetch_add(1, Ordering::Relaxed);
+                    let done = Done {
+                        map: Arc::clone(&self.inflight),
+                        key: Some(key.clone()),
+                        id,
+                    };
+                    // The task cannot remove its entry before it is
+                    // inserted: removal takes the lock held here.
+                    let task = tokio::spawn(async move {
+                        let _done = done;
+                        lookup.await
+                    });
+                    let running = async move { task.await.ok() }.boxed().shared();
+                    inflight.insert(key, (id, running.clone()));
                     running
                 }
             }
         };
-        let value = shared.clone().await;
-        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight.get(&key).is_some_and(|r| r.ptr_eq(&shared)) {
-            inflight.remove(&key);
-        }
-        value
+        running.await
+    }
+
+    /// Forgets every lookup in flight: the next caller starts a new one.
+    /// Used when cached answers are invalidated, so that no request that
+    /// arrives after a change joins a lookup that read the old state.
+    pub fn forget_all(&self) {
+        lock(&self.inflight).clear();
+    }
+
+    /// Lookups in flight (for tests).
+    pub fn len(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn concurrent_callers_share_one_lookup() {
@@ -70,18 +133,85 @@ mod tests {
                 flight
                     .run("k", || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         7
                     })
                     .await
             }));
         }
         for task in tasks {
-            assert_eq!(task.await.ok(), Some(7));
+            assert_eq!(task.await.ok(), Some(Some(7)));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Finished lookups are forgotten: the next miss queries again.
-        let again = flight.run("k", || async { 8 }).await;
-        assert_eq!(again, 8);
+        assert!(flight.is_empty());
+        assert_eq!(flight.run("k", || async { 8 }).await, Some(8));
+    }
+
+    #[tokio::test]
+    async fn a_lookup_whose_callers_left_still_finishes_and_is_removed() {
+        let flight: Arc<SingleFlight<&'static str, u32>> = Arc::default();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let seen = finished.clone();
+        let caller = {
+            let flight = flight.clone();
+            tokio::spawn(async move {
+                flight
+                    .run("k", || async move {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        1
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        caller.abort();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
+        assert!(flight.is_empty());
+    }
+
+    #[tokio::test]
+    #[allow(clippy::panic)]
+    async fn a_panicking_lookup_answers_none_and_is_removed() {
+        let flight: SingleFlight<&'static str, u32> = SingleFlight::default();
+        let answer = flight
+            .run("k", || async {
+                if always() {
+                    panic!("lookup failed");
+                }
+                1
+            })
+            .await;
+        assert_eq!(answer, None);
+        assert!(flight.is_empty());
+        assert_eq!(flight.run("k", || async { 2 }).await, Some(2));
+    }
+
+    fn always() -> bool {
+        true
+    }
+
+    #[tokio::test]
+    async fn forget_all_starts_a_new_lookup() {
+        let flight: Arc<SingleFlight<&'static str, u32>> = Arc::default();
+        let slow = {
+            let flight = flight.clone();
+            tokio::spawn(async move {
+                flight
+                    .run("k", || async {
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                        1
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        flight.forget_all();
+        assert_eq!(flight.run("k", || async { 2 }).await, Some(2));
+        assert_eq!(slow.await.ok(), Some(Some(1)));
+        // The old lookup's end did not remove a newer entry, and none is left.
+        assert!(flight.is_empty());
     }
 }

@@ -105,6 +105,30 @@ fn group_json(group: &UsageGroup) -> Value {
     })
 }
 
+/// Daily groups (keyed by day number, as the store's) summed from the
+/// day-ordered parts of a split report.
+fn days_of(parts: &[(i64, UsageGroup)]) -> Vec<UsageGroup> {
+    let mut days: Vec<(i64, UsageGroup)> = Vec::new();
+    for (day, part) in parts {
+        if days.last().is_none_or(|(last, _)| last != day) {
+            let group = UsageGroup {
+                key: day.to_string(),
+                ..UsageGroup::default()
+            };
+            days.push((*day, group));
+        }
+        if let Some((_, group)) = days.last_mut() {
+            group.requests += part.requests;
+            group.input_tokens += part.input_tokens;
+            group.output_tokens += part.output_tokens;
+            group.cached_tokens += part.cached_tokens;
+            group.reasoning_tokens += part.reasoning_tokens;
+            group.cost_nano += part.cost_nano;
+        }
+    }
+    days.into_iter().map(|(_, group)| group).collect()
+}
+
 /// One CSV field, quoted when RFC 4180 needs it.
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\r', '\n']) {
@@ -186,11 +210,26 @@ pub async fn report(
             ))
         }
     };
-    let mut groups = state
-        .store
-        .usage_report(team_id, from, to, group_by)
-        .await
-        .map_err(store_error)?;
+    // With a split, the days are the sums of their parts: one read, so the
+    // two always agree even while rows arrive.
+    let parts = match split {
+        Some(split) => Some(
+            state
+                .store
+                .usage_daily_split(team_id, from, to, split)
+                .await
+                .map_err(store_error)?,
+        ),
+        None => None,
+    };
+    let mut groups = match &parts {
+        Some(parts) => days_of(parts),
+        None => state
+            .store
+            .usage_report(team_id, from, to, group_by)
+            .await
+            .map_err(store_error)?,
+    };
     if group_by == GroupBy::Day {
         for group in &mut groups {
             let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
@@ -240,12 +279,7 @@ pub async fn report(
         object.remove("label");
     }
     let mut groups_json: Vec<Value> = groups.iter().map(group_json).collect();
-    if let Some(split) = split {
-        let parts = state
-            .store
-            .usage_daily_split(team_id, from, to, split)
-            .await
-            .map_err(store_error)?;
+    if let (Some(split), Some(parts)) = (split, parts) {
         // Parts arrive ordered by day: one pass puts each under its day.
         let mut by_day: std::collections::HashMap<String, Vec<Value>> = Default::default();
         for (day, part) in &parts {

@@ -133,15 +133,22 @@ fn from_disk() -> Option<Bundle> {
     ))
 }
 
-/// Whether `path` belongs to the dashboard.
-pub fn owns(path: &str) -> bool {
-    path == "/" || path == "/dashboard" || path.starts_with("/dashboard/")
+/// Whether `path` belongs to the dashboard (`/` only for GET and HEAD: it
+/// redirects here).
+pub fn owns(method: &Method, path: &str) -> bool {
+    (path == "/" && (method == Method::GET || method == Method::HEAD))
+        || path == "/dashboard"
+        || path.starts_with("/dashboard/")
 }
 
 /// Serves the page or one of its assets.
 pub fn serve(method: &Method, path: &str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
     if path == "/" {
         let mut response = plain(StatusCode::FOUND, "");

@@ -192,6 +192,8 @@ struct Admitted<'s> {
     model: &'s ModelConfig,
     body_bytes: Bytes,
     held: Money,
+    /// The output tokens the hold covers (the client's `max_tokens`, else
+    /// the model's or the configured default): a partial bill stays below.
     max_output: Option<u64>,
     /// The member's spend counter moved with the hold (team billing).
     spend_key: Option<String>,
@@ -320,7 +322,7 @@ async fn admit<'s>(
         model,
         body_bytes,
         held: hold,
-        max_output,
+        max_output: (output_bound > 0).then_some(output_bound),
         spend_key,
         stamps,
         warning,
@@ -513,6 +515,11 @@ async fn hold_money(
                             .map_err(Arc::new)
                     })
                     .await
+                    .unwrap_or_else(|| {
+                        Err(Arc::new(accounts::AccountsError::Store(
+                            sqlx::Error::WorkerCrashed.into(),
+                        )))
+                    })
                     .map_err(|error| GatewayError::from(&*error))?;
             }
             Reserve::MissingSpend => {
@@ -543,6 +550,11 @@ async fn hold_money(
                         .map_err(Arc::new)
                     })
                     .await
+                    .unwrap_or_else(|| {
+                        Err(Arc::new(accounts::AccountsError::Store(
+                            sqlx::Error::WorkerCrashed.into(),
+                        )))
+                    })
                     .map_err(|error| GatewayError::from(&*error))?;
             }
         }

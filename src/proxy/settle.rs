@@ -71,6 +71,7 @@ pub struct Hold {
     pub stamps: Stamps,
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
+    /// The output tokens the hold covers: a partial bill stays below it.
     pub max_output_tokens: Option<u64>,
 }
 

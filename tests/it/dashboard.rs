@@ -67,7 +67,14 @@ async fn dashboard_is_served_with_strict_headers(backend: Backend) {
     .await;
     assert_eq!(stale.status, 404);
     let post = client::send("POST", &gw.url("/dashboard"), "", None, &[]).await;
-    assert_eq!(post.status, 405);
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+    // Other methods on `/` stay the API's JSON 404.
+    let post_root = client::send("POST", &gw.url("/"), "", None, &[]).await;
+    assert_eq!(post_root.status, 404);
+    assert!(post_root.json()["error"]["message"].is_string());
     let root = client::send("GET", &gw.url("/"), "", None, &[]).await;
     assert_eq!(
         (root.status, root.header("location")),

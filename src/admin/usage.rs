@@ -118,12 +118,7 @@ fn days_of(parts: &[(i64, UsageGroup)]) -> Vec<UsageGroup> {
             days.push((*day, group));
         }
         if let Some((_, group)) = days.last_mut() {
-            group.requests += part.requests;
-            group.input_tokens += part.input_tokens;
-            group.output_tokens += part.output_tokens;
-            group.cached_tokens += part.cached_tokens;
-            group.reasoning_tokens += part.reasoning_tokens;
-            group.cost_nano += part.cost_nano;
+            group.add(part);
         }
     }
     days.into_iter().map(|(_, group)| group).collect()
@@ -239,12 +234,7 @@ pub async fn report(
     }
     let mut total = UsageGroup::default();
     for group in &groups {
-        total.requests += group.requests;
-        total.input_tokens += group.input_tokens;
-        total.output_tokens += group.output_tokens;
-        total.cached_tokens += group.cached_tokens;
-        total.reasoning_tokens += group.reasoning_tokens;
-        total.cost_nano += group.cost_nano;
+        total.add(group);
     }
     if csv {
         let mut text = String::from("key,label,requests,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd\r\n");

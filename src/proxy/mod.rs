@@ -505,22 +505,15 @@ async fn hold_money(
                 )));
             }
             Reserve::MissingBalance => {
-                let (store, counters) = (state.store.clone(), state.counters.clone());
                 let owned = account.to_string();
-                state
-                    .counter_seeds
-                    .run(format!("balance:{account}"), move || async move {
-                        accounts::seed_balance(&store, &counters, &owned)
-                            .await
-                            .map_err(Arc::new)
-                    })
-                    .await
-                    .unwrap_or_else(|| {
-                        Err(Arc::new(accounts::AccountsError::Store(
-                            sqlx::Error::WorkerCrashed.into(),
-                        )))
-                    })
-                    .map_err(|error| GatewayError::from(&*error))?;
+                seed_once(
+                    state,
+                    format!("balance:{account}"),
+                    |store, counters| async move {
+                        accounts::seed_balance(&store, &counters, &owned).await
+                    },
+                )
+                .await?;
             }
             Reserve::MissingSpend => {
                 let Some((policy, hold)) = spend else {
@@ -528,38 +521,42 @@ async fn hold_money(
                         "spend counter missing without a team",
                     ));
                 };
-                let (store, counters) = (state.store.clone(), state.counters.clone());
-                let (team_id, user, period_owned, key) = (
-                    policy.team_id.clone(),
-                    user_id.to_string(),
-                    period.clone(),
-                    hold.key.to_string(),
-                );
-                state
-                    .counter_seeds
-                    .run(format!("spend:{key}"), move || async move {
-                        accounts::seed_spend(
-                            &store,
-                            &counters,
-                            &team_id,
-                            &user,
-                            &period_owned,
-                            &key,
-                        )
-                        .await
-                        .map_err(Arc::new)
-                    })
-                    .await
-                    .unwrap_or_else(|| {
-                        Err(Arc::new(accounts::AccountsError::Store(
-                            sqlx::Error::WorkerCrashed.into(),
-                        )))
-                    })
-                    .map_err(|error| GatewayError::from(&*error))?;
+                let (team_id, user, period) =
+                    (policy.team_id.clone(), user_id.to_string(), period.clone());
+                let key = hold.key.to_string();
+                seed_once(
+                    state,
+                    format!("spend:{key}"),
+                    |store, counters| async move {
+                        accounts::seed_spend(&store, &counters, &team_id, &user, &period, &key)
+                            .await
+                    },
+                )
+                .await?;
             }
         }
     }
     Err(GatewayError::internal("counters could not be seeded"))
+}
+
+/// Seeds a missing counter once, however many requests found it missing.
+async fn seed_once<F, Fut>(state: &AppState, name: String, seed: F) -> Result<(), GatewayError>
+where
+    F: FnOnce(crate::store::Store, Arc<crate::counters::Counters>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), accounts::AccountsError>> + Send + 'static,
+{
+    let (store, counters) = (state.store.clone(), state.counters.clone());
+    let seeding = seed(store, counters);
+    state
+        .counter_seeds
+        .run(name, move || async move { seeding.await.map_err(Arc::new) })
+        .await
+        .unwrap_or_else(|| {
+            Err(Arc::new(accounts::AccountsError::Store(
+                sqlx::Error::WorkerCrashed.into(),
+            )))
+        })
+        .map_err(|error| GatewayError::from(&*error))
 }
 
 /// The counters (Redis) do not answer: money cannot be checked, so the

@@ -98,6 +98,44 @@ pub struct UsageGroup {
     pub cost_nano: i64,
 }
 
+impl UsageGroup {
+    /// Adds another group's counts and cost to this one.
+    pub fn add(&mut self, other: &UsageGroup) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.cost_nano += other.cost_nano;
+    }
+
+    /// Reads the sums of `USAGE_SUMS` from a report row.
+    fn from_sums(
+        r: &sqlx::any::AnyRow,
+        key: String,
+        label: String,
+    ) -> Result<UsageGroup, sqlx::Error> {
+        Ok(UsageGroup {
+            key,
+            label,
+            requests: r.try_get("requests")?,
+            input_tokens: r.try_get("input_tokens")?,
+            output_tokens: r.try_get("output_tokens")?,
+            cached_tokens: r.try_get("cached_tokens")?,
+            reasoning_tokens: r.try_get("reasoning_tokens")?,
+            cost_nano: r.try_get("cost_nano")?,
+        })
+    }
+}
+
+/// The sums every usage report selects.
+const USAGE_SUMS: &str = "COUNT(*) AS requests, \
+     CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
+     CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
+     CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+     CAST(COALESCE(SUM(r.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
+     CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
     Member,
@@ -688,12 +726,7 @@ impl Store {
             GroupBy::Day => ("(r.started_at / 86400000)", "", "MIN(r.started_at)"),
         };
         let sql = format!(
-            "SELECT CAST({key} AS TEXT) AS k, {label} AS label_raw, COUNT(*) AS requests, \
-             CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
-             CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
-             CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
-             CAST(COALESCE(SUM(r.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
-             CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano \
+            "SELECT CAST({key} AS TEXT) AS k, {label} AS label_raw, {USAGE_SUMS} \
              FROM usage_rows r {join} \
              WHERE r.team_id = $1 AND r.started_at >= $2 AND r.started_at < $3 AND r.status <> 'refused' \
              GROUP BY {key} ORDER BY {key}"
@@ -714,16 +747,7 @@ impl Store {
                     GroupBy::Model => r.try_get("label_raw")?,
                     GroupBy::Day => String::new(),
                 };
-                Ok(UsageGroup {
-                    key,
-                    label,
-                    requests: r.try_get("requests")?,
-                    input_tokens: r.try_get("input_tokens")?,
-                    output_tokens: r.try_get("output_tokens")?,
-                    cached_tokens: r.try_get("cached_tokens")?,
-                    reasoning_tokens: r.try_get("reasoning_tokens")?,
-                    cost_nano: r.try_get("cost_nano")?,
-                })
+                Ok(UsageGroup::from_sums(r, key, label)?)
             })
             .collect()
     }
@@ -747,12 +771,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT CAST(r.started_at / 86400000 AS BIGINT) AS day, CAST({key} AS TEXT) AS k, \
-             {label} AS label_raw, COUNT(*) AS requests, \
-             CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
-             CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
-             CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
-             CAST(COALESCE(SUM(r.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
-             CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano \
+             {label} AS label_raw, {USAGE_SUMS} \
              FROM usage_rows r {join} \
              WHERE r.team_id = $1 AND r.started_at >= $2 AND r.started_at < $3 AND r.status <> 'refused' \
              GROUP BY CAST(r.started_at / 86400000 AS BIGINT), {key} ORDER BY 1, 2"
@@ -767,19 +786,8 @@ impl Store {
             .map(|r| {
                 let day: i64 = r.try_get("day")?;
                 let label: Option<String> = r.try_get("label_raw")?;
-                Ok((
-                    day,
-                    UsageGroup {
-                        key: r.try_get("k")?,
-                        label: label.unwrap_or_default(),
-                        requests: r.try_get("requests")?,
-                        input_tokens: r.try_get("input_tokens")?,
-                        output_tokens: r.try_get("output_tokens")?,
-                        cached_tokens: r.try_get("cached_tokens")?,
-                        reasoning_tokens: r.try_get("reasoning_tokens")?,
-                        cost_nano: r.try_get("cost_nano")?,
-                    },
-                ))
+                let group = UsageGroup::from_sums(r, r.try_get("k")?, label.unwrap_or_default())?;
+                Ok((day, group))
             })
             .collect()
     }

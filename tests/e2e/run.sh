@@ -8,9 +8,9 @@
 # dashboard EMBEDDED in the binary; seeds it through the API (and 100,000
 # ledger rows straight into SQLite); runs tests/*.test.mjs with node:test
 # against Debian's Chromium through playwright-core; stops the gateway.
-# Screenshots and the timing go to target/e2e-artifacts/. After a passing
-# run the 1440 px Overview and Usage screenshots are copied to
-# docs/screenshots/.
+# Screenshots and the timing go to target/e2e-artifacts/. With
+# TOLLGATE_E2E_UPDATE_SCREENSHOTS=1, a passing run also copies the 1440 px
+# Overview and Usage screenshots to docs/screenshots/ (the README's).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -82,9 +82,12 @@ node --test --test-concurrency=1 --test-timeout=90000 --test-reporter=spec \
   "$HERE"/tests/*.test.mjs || status=$?
 
 if [ "$status" -eq 0 ]; then
-  mkdir -p "$REPO/docs/screenshots"
-  cp "$ARTIFACTS/screens/overview-1440.png" "$REPO/docs/screenshots/overview.png"
-  cp "$ARTIFACTS/screens/usage-1440.png" "$REPO/docs/screenshots/usage.png"
+  # The README's screenshots are committed once; refresh them on request.
+  if [ -n "${TOLLGATE_E2E_UPDATE_SCREENSHOTS:-}" ]; then
+    mkdir -p "$REPO/docs/screenshots"
+    cp "$ARTIFACTS/screens/overview-1440.png" "$REPO/docs/screenshots/overview.png"
+    cp "$ARTIFACTS/screens/usage-1440.png" "$REPO/docs/screenshots/usage.png"
+  fi
   echo "e2e: passed; screenshots in $ARTIFACTS/screens, timing in $ARTIFACTS/timing.json"
 else
   echo "e2e: FAILED (exit $status); artifacts in $ARTIFACTS" >&2

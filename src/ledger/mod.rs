@@ -186,21 +186,17 @@ impl Writer {
             };
             let Some(first) = first else { break };
             batch.push(first);
-            let deadline = tokio::time::Instant::now() + self.flush_interval;
-            while batch.len() < self.batch_size {
-                match rx.try_recv() {
-                    Ok(row) => batch.push(row),
-                    Err(_) => {
-                        tokio::select! {
-                            row = rx.recv() => match row {
-                                Some(row) => batch.push(row),
-                                None => break,
-                            },
-                            () = tokio::time::sleep_until(deadline) => break,
-                            () = shutdown.cancelled() => break,
-                        }
-                    }
+            // Take what is queued; if that is not a full batch, sleep once
+            // until the flush deadline and take what came meanwhile. Waiting
+            // on the queue instead woke this task (and armed a timer) for
+            // every row: one cross-thread wake-up per request.
+            self.take_queued(&mut rx, &mut batch);
+            if batch.len() < self.batch_size {
+                tokio::select! {
+                    () = tokio::time::sleep(self.flush_interval) => {}
+                    () = shutdown.cancelled() => {}
                 }
+                self.take_queued(&mut rx, &mut batch);
             }
             self.write(&mut batch).await;
         }
@@ -215,6 +211,16 @@ impl Writer {
         self.write(&mut batch).await;
         if self.spooling {
             self.replay().await;
+        }
+    }
+
+    /// Moves queued rows into `batch`, up to a full batch, without waiting.
+    fn take_queued(&self, rx: &mut mpsc::Receiver<UsageRow>, batch: &mut Vec<UsageRow>) {
+        while batch.len() < self.batch_size {
+            match rx.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(_) => break,
+            }
         }
     }
 

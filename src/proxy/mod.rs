@@ -539,6 +539,58 @@ async fn hold_money(
     Err(GatewayError::internal("counters could not be seeded"))
 }
 
+/// Runs a future inline; if it is dropped before the end (the client went
+/// away), the rest of it moves onto a tracked task and still runs to the end.
+struct RunToEnd<T: Send + 'static> {
+    future: Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl<T: Send + 'static> RunToEnd<T> {
+    fn new(
+        tasks: &tokio_util::task::TaskTracker,
+        future: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Self {
+        RunToEnd {
+            future: Some(Box::pin(future)),
+            tasks: tasks.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> std::future::Future for RunToEnd<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let Some(future) = self.future.as_mut() else {
+            // Polled again after its end: nothing more will come.
+            return std::task::Poll::Pending;
+        };
+        let polled = future.as_mut().poll(cx);
+        if polled.is_ready() {
+            self.future = None;
+        }
+        polled
+    }
+}
+
+impl<T: Send + 'static> Drop for RunToEnd<T> {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        // Outside a runtime (it is shutting down) nothing can run it on.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.tasks.track_future(async move {
+                future.await;
+            }));
+        }
+    }
+}
+
 /// Seeds a missing counter once, however many requests found it missing.
 async fn seed_once<F, Fut>(state: &AppState, name: String, seed: F) -> Result<(), GatewayError>
 where
@@ -709,10 +761,12 @@ async fn forward(
             .map_err(GatewayError::internal)?;
 
     if !parsed.stream {
-        // A non-streamed call runs to the end on a tracked task even if the
-        // client leaves: the upstream bills it in full, so Tollgate does too.
+        // A non-streamed call runs to the end even if the client leaves: the
+        // upstream bills it in full, so Tollgate does too. It runs inline (no
+        // task, no thread hop) and moves onto a tracked task only if the
+        // client goes away first.
         let task_state = state.clone();
-        let call = state.tasks.spawn(async move {
+        let call = RunToEnd::new(&state.tasks, async move {
             let response = match call_upstream(&task_state, upstream_request).await {
                 Ok(response) => response,
                 Err(error) => return Err(unreachable_upstream(pending, error)),
@@ -721,7 +775,7 @@ async fn forward(
             let body = complete_json(&task_state, pending, endpoint, body, parts.status).await?;
             Ok((parts, body))
         });
-        let (parts, body) = call.await.map_err(GatewayError::internal)??;
+        let (parts, body) = call.await?;
         let mut response = Response::new(Body::full(body));
         *response.status_mut() = parts.status;
         copy_upstream_headers(&parts.headers, response.headers_mut());

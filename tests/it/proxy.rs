@@ -386,6 +386,54 @@ async fn client_disconnect_bills_partial_once(backend: Backend) {
 }
 both_backends!(client_disconnect_bills_partial_once);
 
+/// A client that leaves during a non-streamed call does not cancel it: the
+/// provider bills the whole answer, so the row does too, once.
+async fn client_leaving_a_json_call_is_billed_in_full(backend: Backend) {
+    let upstream = MockUpstream::start(|_| {
+        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
+            .delay_headers(Duration::from_millis(400))
+    })
+    .await;
+    let gw = TestGateway::start(backend, &upstream.base_url()).await;
+    let (user_id, key) = gw.user_with_credit("leaver@example.com", "1").await;
+    let gone = tokio::time::timeout(
+        Duration::from_millis(100),
+        client::send(
+            "POST",
+            &gw.url("/v1/chat/completions"),
+            &key,
+            Some(chat("gpt-5.1")),
+            &[],
+        ),
+    )
+    .await;
+    assert!(gone.is_err(), "the client gave up before the answer");
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gw.ledger_idle().await;
+        rows = gw.store().usage_rows_of_account(&user_id).await.unwrap();
+        if !rows.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(
+        (row.status.as_str(), row.usage_source.as_str()),
+        ("ok", "exact"),
+        "{row:?}"
+    );
+    // gpt-5.1: 2006 prompt (1920 cached) + 300 output tokens = $0.0033475.
+    assert_eq!(row.cost_nano, 3_347_500);
+    assert_eq!(
+        gw.balance(&key).await,
+        Money::from_nano(1_000_000_000 - 3_347_500).to_string()
+    );
+    gw.finish().await;
+}
+both_backends!(client_leaving_a_json_call_is_billed_in_full);
+
 async fn refusals_have_the_contract_shape(backend: Backend) {
     let upstream = fixture_upstream().await;
     let gw = TestGateway::start_with(backend, &standard_models(&upstream.base_url()), "").await;

@@ -28,7 +28,7 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
         (&Method::GET, "/readyz") => ops::readyz(&state).await,
         (&Method::GET, "/metrics") => ops::metrics(&state),
         (_, p) if p == "/api" || p.starts_with("/api/") => admin::handle(state, request).await,
-        (method, p) if dashboard::owns(method, p) => dashboard::serve(method, p),
+        (method, p) if dashboard::owns(method, p) => dashboard::serve(method, p, request.headers()),
         _ => refuse(
             GatewayError::NotFound(format!("No route for {} {}.", request.method(), path)),
             false,

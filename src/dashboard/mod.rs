@@ -30,12 +30,26 @@ struct Asset {
     ext: &'static str,
     content_type: &'static str,
     body: Cow<'static, str>,
+    /// The body gzipped once, for clients that accept it.
+    gzip: Vec<u8>,
     hash: String,
 }
 
 struct Bundle {
     index: String,
+    index_gzip: Vec<u8>,
     assets: Vec<Asset>,
+}
+
+/// Gzip at the best level: done once per process, not per request. An
+/// empty result (compression failed) means "serve plain".
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    if encoder.write_all(text.as_bytes()).is_err() {
+        return Vec::new();
+    }
+    encoder.finish().unwrap_or_default()
 }
 
 fn short_hash(text: &str) -> String {
@@ -51,11 +65,13 @@ fn build(
         .into_iter()
         .map(|(name, ext, content_type, body)| {
             let hash = short_hash(&body);
+            let gzip = gzip(&body);
             Asset {
                 name,
                 ext,
                 content_type,
                 body,
+                gzip,
                 hash,
             }
         })
@@ -71,6 +87,7 @@ fn build(
         );
     }
     Bundle {
+        index_gzip: gzip(&page),
         index: page,
         assets,
     }
@@ -141,8 +158,9 @@ pub fn owns(method: &Method, path: &str) -> bool {
         || path.starts_with("/dashboard/")
 }
 
-/// Serves the page or one of its assets.
-pub fn serve(method: &Method, path: &str) -> Response<Body> {
+/// Serves the page or one of its assets (gzipped when the client accepts
+/// it).
+pub fn serve(method: &Method, path: &str, headers: &http::HeaderMap) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
         response
@@ -161,19 +179,25 @@ pub fn serve(method: &Method, path: &str) -> Response<Body> {
     let disk = from_disk();
     let bundle = disk.as_ref().unwrap_or_else(|| embedded());
     let head = method == Method::HEAD;
+    let gzip_ok = accepts_gzip(headers);
+    let pick = |plain: &[u8], gzipped: &[u8]| {
+        if gzip_ok && !gzipped.is_empty() {
+            (gzipped.to_vec(), true)
+        } else {
+            (plain.to_vec(), false)
+        }
+    };
     if path == "/dashboard" || path == "/dashboard/" {
-        return respond(
-            bundle.index.clone().into_bytes(),
-            "text/html; charset=utf-8",
-            "no-cache",
-            head,
-        );
+        let (body, gzipped) = pick(bundle.index.as_bytes(), &bundle.index_gzip);
+        return respond(body, gzipped, "text/html; charset=utf-8", "no-cache", head);
     }
     if let Some(file) = path.strip_prefix("/dashboard/assets/") {
         for asset in &bundle.assets {
             if file == format!("{}.{}.{}", asset.name, asset.hash, asset.ext) {
+                let (body, gzipped) = pick(asset.body.as_bytes(), &asset.gzip);
                 return respond(
-                    asset.body.as_bytes().to_vec(),
+                    body,
+                    gzipped,
                     asset.content_type,
                     "public, max-age=31536000, immutable",
                     head,
@@ -184,8 +208,29 @@ pub fn serve(method: &Method, path: &str) -> Response<Body> {
     plain(StatusCode::NOT_FOUND, "Not found.")
 }
 
+/// Whether `Accept-Encoding` lists gzip (and not with `q=0`).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
 fn respond(
     body: Vec<u8>,
+    gzipped: bool,
     content_type: &'static str,
     cache: &'static str,
     head: bool,
@@ -201,6 +246,16 @@ fn respond(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(content_type),
     );
+    headers.insert(
+        http::header::VARY,
+        HeaderValue::from_static("Accept-Encoding"),
+    );
+    if gzipped {
+        headers.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
     headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
     secure(headers);
@@ -253,6 +308,38 @@ mod tests {
             assert!(bundle.index.contains(&path), "index lacks {path}");
         }
         assert!(!bundle.index.contains("{{"), "an asset placeholder is left");
+    }
+
+    #[test]
+    fn gzipped_assets_unpack_to_the_originals() {
+        use std::io::Read;
+        let bundle = embedded();
+        for asset in &bundle.assets {
+            let mut unpacked = String::new();
+            flate2::read::GzDecoder::new(asset.gzip.as_slice())
+                .read_to_string(&mut unpacked)
+                .unwrap();
+            assert_eq!(unpacked, asset.body);
+        }
+        let js = bundle.assets.iter().find(|a| a.ext == "js").unwrap();
+        assert!(js.gzip.len() * 2 < js.body.len());
+    }
+
+    #[test]
+    fn gzip_is_chosen_from_accept_encoding() {
+        let with = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static(value),
+            );
+            accepts_gzip(&headers)
+        };
+        assert!(with("gzip, deflate, br"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(!with("br"));
+        assert!(!with("gzip;q=0"));
+        assert!(!accepts_gzip(&http::HeaderMap::new()));
     }
 
     #[test]

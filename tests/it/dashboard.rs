@@ -56,6 +56,33 @@ async fn dashboard_is_served_with_strict_headers(backend: Backend) {
         assert_eq!(asset.header("content-type"), Some(expected));
         assert!(!asset.body.is_empty());
     }
+    // Clients that accept gzip get it; the bytes unpack to the same asset.
+    for path in assets
+        .iter()
+        .chain(std::iter::once(&"/dashboard".to_string()))
+    {
+        let plain = client::send("GET", &gw.url(path), "", None, &[]).await;
+        assert_eq!(plain.header("content-encoding"), None);
+        let packed = client::send(
+            "GET",
+            &gw.url(path),
+            "",
+            None,
+            &[("accept-encoding", "gzip, br")],
+        )
+        .await;
+        assert_eq!(packed.status, 200);
+        assert_eq!(packed.header("content-encoding"), Some("gzip"), "{path}");
+        assert_eq!(packed.header("vary"), Some("Accept-Encoding"));
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&packed.body[..]),
+            &mut unpacked,
+        )
+        .unwrap();
+        assert_eq!(unpacked, plain.body.to_vec(), "{path}");
+        assert!(packed.body.len() < plain.body.len());
+    }
     // A stale or made-up hash is not served.
     let stale = client::send(
         "GET",

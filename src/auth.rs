@@ -57,10 +57,10 @@ pub fn is_operator(state: &AppState, token: &str) -> bool {
     keys::constant_time_eq(hash.as_bytes(), state.admin_token_hash.as_bytes())
 }
 
-/// Resolves an API key to its principal.
 /// The outcome of one key lookup, shared by concurrent misses.
 pub type KeyLookup = Result<Option<crate::store::KeyRow>, Arc<crate::store::StoreError>>;
 
+/// Resolves an API key to its principal.
 pub async fn authenticate_key(
     state: &AppState,
     token: &str,

@@ -45,13 +45,16 @@ fn admission(c: &mut Criterion) {
         group.bench_function("personal: hold + settle", |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let Reserve::Held { stamps, .. } =
-                        counters.reserve("bench-owner", hold, None).await.unwrap()
+                    let id = tollgate::keys::new_request_id();
+                    let Reserve::Held { stamps, .. } = counters
+                        .reserve("bench-owner", hold, None, &id)
+                        .await
+                        .unwrap()
                     else {
                         panic!("not held");
                     };
                     counters
-                        .settle("bench-owner", None, hold, cost, &stamps)
+                        .settle("bench-owner", None, hold, cost, &stamps, &id)
                         .await
                         .unwrap();
                 })
@@ -66,15 +69,16 @@ fn admission(c: &mut Criterion) {
                         key,
                         hard_limit: limit,
                     };
+                    let id = tollgate::keys::new_request_id();
                     let Reserve::Held { stamps, .. } = counters
-                        .reserve("bench-owner", hold, Some(spend))
+                        .reserve("bench-owner", hold, Some(spend), &id)
                         .await
                         .unwrap()
                     else {
                         panic!("not held");
                     };
                     counters
-                        .settle("bench-owner", Some(key), hold, cost, &stamps)
+                        .settle("bench-owner", Some(key), hold, cost, &stamps, &id)
                         .await
                         .unwrap();
                 })

@@ -43,6 +43,12 @@ pub enum CounterError {
 /// must fail (and be retried or refused), never hang a request.
 const REDIS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a settled hold stays marked: longer than a settlement's retries
+/// (about 2 minutes, `proxy/settle.rs`), so a retry after a lost reply
+/// finds the mark and changes nothing. Redis keeps one small key per
+/// request settled in this window.
+pub const SETTLED_MARK_SECS: u64 = 300;
+
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, CounterError>>,
 ) -> Result<T, CounterError> {
@@ -183,11 +189,12 @@ impl Counters {
         account: &str,
         amount: Money,
         spend: Option<SpendHold<'_>>,
+        request_id: &str,
     ) -> Result<Reserve, CounterError> {
         match self {
             Counters::Memory(memory) => memory.reserve(account, amount, spend),
             Counters::Redis(redis) => {
-                let answer = bounded(redis.reserve(account, amount, spend)).await;
+                let answer = bounded(redis.reserve(account, amount, spend, request_id)).await;
                 let Some(fallback) = &redis.fallback else {
                     return answer;
                 };
@@ -238,6 +245,7 @@ impl Counters {
         hold: Money,
         cost: Money,
         stamps: &Stamps,
+        request_id: &str,
     ) -> Result<Stamps, CounterError> {
         match self {
             Counters::Memory(memory) => memory.settle(account, spend_key, hold, cost, stamps),
@@ -256,7 +264,9 @@ impl Counters {
                         },
                     })
                 }
-                _ => bounded(redis.settle(account, spend_key, hold, cost, stamps)).await,
+                _ => {
+                    bounded(redis.settle(account, spend_key, hold, cost, stamps, request_id)).await
+                }
             },
         }
     }
@@ -500,20 +510,22 @@ impl MemoryCounters {
 // Each counter is a hash {v: value, s: stamp}. Arithmetic is Redis's exact
 // 64-bit HINCRBY; Lua only compares.
 
-/// Holds `ARGV[1]` against the balance `KEYS[1]` and, when `KEYS[2]` is
-/// given, adds it to that spend counter, refusing if `ARGV[2]` (a hard limit;
+/// Holds `ARGV[1]` against the balance `KEYS[1]` and, when a spend counter
+/// `KEYS[2]` is given (then `KEYS[3]` is the hold record, else `KEYS[2]`),
+/// adds it to that spend counter, refusing if `ARGV[2]` (a hard limit;
 /// empty for none) would be passed. All or nothing. `ARGV[3]` is -`ARGV[1]`.
 /// Returns `{status, balance, spend, balance stamp, spend stamp}`: status 1
 /// held, 0 insufficient, 2 limit reached, -1 balance missing, -2 spend
-/// missing.
+/// missing. A hold taken writes its hold record (see `SETTLE_LUA`).
 const RESERVE_LUA: &str = r"
+local has_spend = #KEYS == 3
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1, '0', '0', '', ''}
 end
 local bstamp = redis.call('HGET', KEYS[1], 's') or ''
 local spent = '0'
 local sstamp = ''
-if #KEYS > 1 then
+if has_spend then
   if redis.call('EXISTS', KEYS[2]) == 0 then
     return {-2, '0', '0', bstamp, ''}
   end
@@ -529,18 +541,35 @@ if after < 0 then
   return {0, tostring(restored), '0', bstamp, sstamp}
 end
 local spend_after = '0'
-if #KEYS > 1 then
+if has_spend then
   spend_after = tostring(redis.call('HINCRBY', KEYS[2], 'v', ARGV[1]))
 end
+redis.call('SET', KEYS[#KEYS], 'held', 'EX', 86400)
 return {1, tostring(after), spend_after, bstamp, sstamp}
 ";
 
-/// Settles one hold. `ARGV`: 1 balance stamp of the hold, 2 spend stamp,
-/// 3 the unused part (hold − cost), 4 −cost, 5 cost − hold, 6 cost. Same
-/// stamp: return the unused part; another stamp (rebuilt): apply the cost.
-/// Returns the stamps the cost is counted under (`''` where missing).
+/// Settles one hold, at most once. `KEYS`: balance, [spend,] the hold
+/// record. `ARGV`: 1 balance stamp of the hold, 2 spend stamp, 3 the unused
+/// part (hold − cost), 4 −cost, 5 cost − hold, 6 cost, 7 seconds to keep the
+/// settled mark. Same stamp: return the unused part; another stamp
+/// (rebuilt): apply the cost. The hold record (`held`, written by RESERVE)
+/// becomes `settled` for the retry window, so a settlement retried after a
+/// lost reply changes nothing the second time. Returns the stamps the cost
+/// is counted under (`''` where missing).
 const SETTLE_LUA: &str = r"
+local has_spend = #KEYS == 3
 local counted = {'', ''}
+local mark = redis.call('GET', KEYS[#KEYS])
+if mark == 'settled' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    counted[1] = redis.call('HGET', KEYS[1], 's') or ''
+  end
+  if has_spend and redis.call('EXISTS', KEYS[2]) == 1 then
+    counted[2] = redis.call('HGET', KEYS[2], 's') or ''
+  end
+  return counted
+end
+redis.call('SET', KEYS[#KEYS], 'settled', 'EX', ARGV[7])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local stamp = redis.call('HGET', KEYS[1], 's') or ''
   if stamp == ARGV[1] then
@@ -550,7 +579,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   counted[1] = stamp
 end
-if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+if has_spend and redis.call('EXISTS', KEYS[2]) == 1 then
   local stamp = redis.call('HGET', KEYS[2], 's') or ''
   if stamp == ARGV[2] then
     redis.call('HINCRBY', KEYS[2], 'v', ARGV[5])
@@ -691,11 +720,18 @@ impl RedisCounters {
         format!("{}:{}", self.prefix, key.name())
     }
 
+    /// The record of one request's hold: `held` from RESERVE until SETTLE,
+    /// then `settled` for `SETTLED_MARK_SECS`.
+    fn hold_key(&self, request_id: &str) -> String {
+        format!("{}:hold:{request_id}", self.prefix)
+    }
+
     async fn reserve(
         &self,
         account: &str,
         amount: Money,
         spend: Option<SpendHold<'_>>,
+        request_id: &str,
     ) -> Result<Reserve, CounterError> {
         let mut connection = self.connection.clone();
         let mut invocation = self
@@ -704,6 +740,7 @@ impl RedisCounters {
         if let Some(spend) = spend {
             invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
         }
+        invocation.key(self.hold_key(request_id));
         invocation.arg(amount.nano());
         invocation.arg(
             spend
@@ -763,6 +800,7 @@ impl RedisCounters {
         hold: Money,
         cost: Money,
         stamps: &Stamps,
+        request_id: &str,
     ) -> Result<Stamps, CounterError> {
         let mut connection = self.connection.clone();
         let mut invocation = self
@@ -771,6 +809,7 @@ impl RedisCounters {
         if let Some(key) = spend_key {
             invocation.key(self.key(&CounterKey::Spend(key.to_string())));
         }
+        invocation.key(self.hold_key(request_id));
         let unused = hold.nano().saturating_sub(cost.nano());
         invocation
             .arg(&stamps.balance)
@@ -778,7 +817,8 @@ impl RedisCounters {
             .arg(unused)
             .arg(-cost.nano())
             .arg(-unused)
-            .arg(cost.nano());
+            .arg(cost.nano())
+            .arg(SETTLED_MARK_SECS);
         let (balance, spend): (String, String) = invocation.invoke_async(&mut connection).await?;
         Ok(Stamps { balance, spend })
     }

@@ -198,7 +198,14 @@ impl Pending {
                     row.counted = loop {
                         let settled = task_state
                             .counters
-                            .settle(&row.account_id, row.spend_key.as_deref(), held, cost, &stamps)
+                            .settle(
+                                &row.account_id,
+                                row.spend_key.as_deref(),
+                                held,
+                                cost,
+                                &stamps,
+                                &row.request_id,
+                            )
                             .await;
                         match settled {
                             Ok(counted) => break counted,

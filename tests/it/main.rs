@@ -8,6 +8,7 @@ mod helpers;
 
 mod admin_users;
 mod concurrency;
+mod counters;
 mod dashboard;
 mod faults;
 mod fixtures;

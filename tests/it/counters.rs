@@ -1,0 +1,86 @@
+//! The Redis counter steps against a real Redis: a settlement retried after
+//! a lost reply (Redis ran it, the answer never came) changes nothing the
+//! second time.
+
+use tollgate::counters::{CounterKey, Counters, Reserve, SpendHold};
+use tollgate::money::Money;
+
+use crate::helpers::gateway::redis_url;
+
+#[tokio::test]
+async fn a_retried_settlement_applies_once() {
+    let prefix = format!("tgtest-settle-{}", tollgate::keys::random_base62(8));
+    let counters = Counters::redis(&redis_url(), &prefix, None).await.unwrap();
+    let balance = CounterKey::Balance("acct".into());
+    let spend = CounterKey::Spend("team:user:2026-11".into());
+    counters
+        .seed(&balance, Money::parse_usd("1").unwrap())
+        .await
+        .unwrap();
+    counters.seed(&spend, Money::ZERO).await.unwrap();
+    let hold = Money::parse_usd("0.004").unwrap();
+    let cost = Money::parse_usd("0.0033475").unwrap();
+    let id = tollgate::keys::new_request_id();
+    let held = counters
+        .reserve(
+            "acct",
+            hold,
+            Some(SpendHold {
+                key: "team:user:2026-11",
+                hard_limit: None,
+            }),
+            &id,
+        )
+        .await
+        .unwrap();
+    let Reserve::Held { stamps, .. } = held else {
+        panic!("not held: {held:?}");
+    };
+    let first = counters
+        .settle("acct", Some("team:user:2026-11"), hold, cost, &stamps, &id)
+        .await
+        .unwrap();
+    // The same settlement again, as a retry after a lost reply would send.
+    let again = counters
+        .settle("acct", Some("team:user:2026-11"), hold, cost, &stamps, &id)
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the retry reports the same stamps");
+    assert_eq!(
+        counters.value(&balance).await.unwrap(),
+        Some(Money::from_nano(1_000_000_000 - cost.nano()))
+    );
+    assert_eq!(counters.value(&spend).await.unwrap(), Some(cost));
+
+    // Another request settles normally beside it.
+    let other = tollgate::keys::new_request_id();
+    let Reserve::Held { stamps, .. } = counters.reserve("acct", hold, None, &other).await.unwrap()
+    else {
+        panic!("not held");
+    };
+    counters
+        .settle("acct", None, hold, cost, &stamps, &other)
+        .await
+        .unwrap();
+    assert_eq!(
+        counters.value(&balance).await.unwrap(),
+        Some(Money::from_nano(1_000_000_000 - 2 * cost.nano()))
+    );
+    // The settled marks expire on their own; remove this test's keys now.
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.contains(":hold:")),
+        "the settled marks are kept for retries: {keys:?}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}

@@ -43,11 +43,11 @@ pub enum CounterError {
 /// must fail (and be retried or refused), never hang a request.
 const REDIS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a settled hold stays marked: longer than a settlement's retries
-/// (about 2 minutes, `proxy/settle.rs`), so a retry after a lost reply
-/// finds the mark and changes nothing. Redis keeps one small key per
+/// How long a settled hold stays marked: twice a settlement's retry window
+/// (60 s, plus one 2 s try, `proxy/settle.rs`), so a retry after a lost
+/// reply finds the mark and changes nothing. Redis keeps one small key per
 /// request settled in this window.
-pub const SETTLED_MARK_SECS: u64 = 300;
+pub const SETTLED_MARK_SECS: u64 = 120;
 
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, CounterError>>,

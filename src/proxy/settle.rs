@@ -75,6 +75,9 @@ pub struct Hold {
     pub max_output_tokens: Option<u64>,
 }
 
+/// How long a Redis settlement is retried (each try is bounded to 2 s).
+const SETTLE_RETRY_WINDOW: Duration = Duration::from_secs(60);
+
 /// An admitted request's hold and attribution, until it settles.
 pub struct Pending {
     state: Arc<AppState>,
@@ -194,7 +197,10 @@ impl Pending {
                     // counted under the hold's stamps, so no writer applies
                     // it a second time.
                     let mut backoff = Duration::from_millis(50);
-                    let mut attempts = 0;
+                    // Retries stop well inside the time Redis keeps the
+                    // settled mark (`counters::SETTLED_MARK_SECS`), so a
+                    // retry after a lost reply always finds it.
+                    let retry_until = tokio::time::Instant::now() + SETTLE_RETRY_WINDOW;
                     row.counted = loop {
                         let settled = task_state
                             .counters
@@ -209,8 +215,7 @@ impl Pending {
                             .await;
                         match settled {
                             Ok(counted) => break counted,
-                            Err(error) if attempts < 20 => {
-                                attempts += 1;
+                            Err(error) if tokio::time::Instant::now() < retry_until => {
                                 tracing::warn!(request_id = %row.request_id, %error, "Settlement failed; retrying.");
                                 tokio::time::sleep(backoff).await;
                                 backoff = (backoff * 2).min(Duration::from_secs(5));

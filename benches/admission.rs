@@ -46,10 +46,8 @@ fn admission(c: &mut Criterion) {
             b.iter(|| {
                 runtime.block_on(async {
                     let id = tollgate::keys::new_request_id();
-                    let Reserve::Held { stamps, .. } = counters
-                        .reserve("bench-owner", hold, None, &id)
-                        .await
-                        .unwrap()
+                    let Reserve::Held { stamps, .. } =
+                        counters.reserve("bench-owner", hold, None).await.unwrap()
                     else {
                         panic!("not held");
                     };
@@ -71,7 +69,7 @@ fn admission(c: &mut Criterion) {
                     };
                     let id = tollgate::keys::new_request_id();
                     let Reserve::Held { stamps, .. } = counters
-                        .reserve("bench-owner", hold, Some(spend), &id)
+                        .reserve("bench-owner", hold, Some(spend))
                         .await
                         .unwrap()
                     else {

@@ -189,12 +189,11 @@ impl Counters {
         account: &str,
         amount: Money,
         spend: Option<SpendHold<'_>>,
-        request_id: &str,
     ) -> Result<Reserve, CounterError> {
         match self {
             Counters::Memory(memory) => memory.reserve(account, amount, spend),
             Counters::Redis(redis) => {
-                let answer = bounded(redis.reserve(account, amount, spend, request_id)).await;
+                let answer = bounded(redis.reserve(account, amount, spend)).await;
                 let Some(fallback) = &redis.fallback else {
                     return answer;
                 };
@@ -510,15 +509,14 @@ impl MemoryCounters {
 // Each counter is a hash {v: value, s: stamp}. Arithmetic is Redis's exact
 // 64-bit HINCRBY; Lua only compares.
 
-/// Holds `ARGV[1]` against the balance `KEYS[1]` and, when a spend counter
-/// `KEYS[2]` is given (then `KEYS[3]` is the hold record, else `KEYS[2]`),
-/// adds it to that spend counter, refusing if `ARGV[2]` (a hard limit;
+/// Holds `ARGV[1]` against the balance `KEYS[1]` and, when `KEYS[2]` is
+/// given, adds it to that spend counter, refusing if `ARGV[2]` (a hard limit;
 /// empty for none) would be passed. All or nothing. `ARGV[3]` is -`ARGV[1]`.
 /// Returns `{status, balance, spend, balance stamp, spend stamp}`: status 1
 /// held, 0 insufficient, 2 limit reached, -1 balance missing, -2 spend
-/// missing. A hold taken writes its hold record (see `SETTLE_LUA`).
+/// missing.
 const RESERVE_LUA: &str = r"
-local has_spend = #KEYS == 3
+local has_spend = #KEYS == 2
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1, '0', '0', '', ''}
 end
@@ -544,23 +542,21 @@ local spend_after = '0'
 if has_spend then
   spend_after = tostring(redis.call('HINCRBY', KEYS[2], 'v', ARGV[1]))
 end
-redis.call('SET', KEYS[#KEYS], 'held', 'EX', 86400)
 return {1, tostring(after), spend_after, bstamp, sstamp}
 ";
 
-/// Settles one hold, at most once. `KEYS`: balance, [spend,] the hold
-/// record. `ARGV`: 1 balance stamp of the hold, 2 spend stamp, 3 the unused
-/// part (hold − cost), 4 −cost, 5 cost − hold, 6 cost, 7 seconds to keep the
-/// settled mark. Same stamp: return the unused part; another stamp
-/// (rebuilt): apply the cost. The hold record (`held`, written by RESERVE)
-/// becomes `settled` for the retry window, so a settlement retried after a
-/// lost reply changes nothing the second time. Returns the stamps the cost
-/// is counted under (`''` where missing).
+/// Settles one hold, at most once. `KEYS`: balance, [spend,] the request's
+/// settled mark. `ARGV`: 1 balance stamp of the hold, 2 spend stamp, 3 the
+/// unused part (hold − cost), 4 −cost, 5 cost − hold, 6 cost, 7 seconds to
+/// keep the mark. The mark is set only if absent: a settlement retried after
+/// a lost reply finds it and changes nothing (if Redis restarted between
+/// the two, the first was lost with it, and the retry applies). Same stamp:
+/// return the unused part; another stamp (rebuilt): apply the cost. Returns
+/// the stamps the cost is counted under (`''` where missing).
 const SETTLE_LUA: &str = r"
 local has_spend = #KEYS == 3
 local counted = {'', ''}
-local mark = redis.call('GET', KEYS[#KEYS])
-if mark == 'settled' then
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[7]) then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     counted[1] = redis.call('HGET', KEYS[1], 's') or ''
   end
@@ -569,7 +565,6 @@ if mark == 'settled' then
   end
   return counted
 end
-redis.call('SET', KEYS[#KEYS], 'settled', 'EX', ARGV[7])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local stamp = redis.call('HGET', KEYS[1], 's') or ''
   if stamp == ARGV[1] then
@@ -720,10 +715,9 @@ impl RedisCounters {
         format!("{}:{}", self.prefix, key.name())
     }
 
-    /// The record of one request's hold: `held` from RESERVE until SETTLE,
-    /// then `settled` for `SETTLED_MARK_SECS`.
-    fn hold_key(&self, request_id: &str) -> String {
-        format!("{}:hold:{request_id}", self.prefix)
+    /// The mark of one request's settlement, kept `SETTLED_MARK_SECS`.
+    fn settled_key(&self, request_id: &str) -> String {
+        format!("{}:settled:{request_id}", self.prefix)
     }
 
     async fn reserve(
@@ -731,7 +725,6 @@ impl RedisCounters {
         account: &str,
         amount: Money,
         spend: Option<SpendHold<'_>>,
-        request_id: &str,
     ) -> Result<Reserve, CounterError> {
         let mut connection = self.connection.clone();
         let mut invocation = self
@@ -740,7 +733,6 @@ impl RedisCounters {
         if let Some(spend) = spend {
             invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
         }
-        invocation.key(self.hold_key(request_id));
         invocation.arg(amount.nano());
         invocation.arg(
             spend
@@ -809,7 +801,7 @@ impl RedisCounters {
         if let Some(key) = spend_key {
             invocation.key(self.key(&CounterKey::Spend(key.to_string())));
         }
-        invocation.key(self.hold_key(request_id));
+        invocation.key(self.settled_key(request_id));
         let unused = hold.nano().saturating_sub(cost.nano());
         invocation
             .arg(&stamps.balance)

@@ -308,7 +308,6 @@ async fn admit<'s>(
         &period,
         output_bound,
         &model.name,
-        &row.request_id,
     )
     .await?;
     let warning = soft_limit_warning(
@@ -469,12 +468,11 @@ async fn hold_money(
     period: &Period,
     output_bound: u64,
     model: &str,
-    request_id: &str,
 ) -> Result<(Option<Money>, Stamps), GatewayError> {
     for _ in 0..3 {
         let reserve = state
             .counters
-            .reserve(account, amount, spend.map(|(_, hold)| hold), request_id)
+            .reserve(account, amount, spend.map(|(_, hold)| hold))
             .await
             .map_err(counters_away)?;
         match reserve {

@@ -29,7 +29,6 @@ async fn a_retried_settlement_applies_once() {
                 key: "team:user:2026-11",
                 hard_limit: None,
             }),
-            &id,
         )
         .await
         .unwrap();
@@ -54,8 +53,7 @@ async fn a_retried_settlement_applies_once() {
 
     // Another request settles normally beside it.
     let other = tollgate::keys::new_request_id();
-    let Reserve::Held { stamps, .. } = counters.reserve("acct", hold, None, &other).await.unwrap()
-    else {
+    let Reserve::Held { stamps, .. } = counters.reserve("acct", hold, None).await.unwrap() else {
         panic!("not held");
     };
     counters
@@ -75,7 +73,7 @@ async fn a_retried_settlement_applies_once() {
         .await
         .unwrap();
     assert!(
-        keys.iter().any(|k| k.contains(":hold:")),
+        keys.iter().any(|k| k.contains(":settled:")),
         "the settled marks are kept for retries: {keys:?}"
     );
     let _: () = redis::cmd("DEL")

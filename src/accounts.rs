@@ -24,6 +24,12 @@ pub enum AccountsError {
     Counters(#[from] CounterError),
 }
 
+impl From<crate::singleflight::Interrupted> for AccountsError {
+    fn from(interrupted: crate::singleflight::Interrupted) -> Self {
+        AccountsError::Store(interrupted.into())
+    }
+}
+
 impl From<AccountsError> for crate::error::GatewayError {
     /// A seed, credit or write that could not reach the database or the
     /// counters: retryable, never a 500.
@@ -44,9 +50,6 @@ impl From<&AccountsError> for crate::error::GatewayError {
         ))
     }
 }
-
-/// The outcome of one seed, shared by the requests that waited for it.
-pub type SeedOutcome = Result<(), std::sync::Arc<AccountsError>>;
 
 /// Seeds a missing balance counter from the ledger (credits − spend).
 pub async fn seed_balance(

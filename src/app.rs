@@ -29,7 +29,9 @@ use crate::metrics::Metrics;
 use crate::policy::{self, PolicyCache};
 use crate::providers::{self, UpstreamClient};
 use crate::router;
+use crate::singleflight::SingleFlight;
 use crate::store::Store;
+use crate::store::StoreError;
 
 /// Milliseconds since the Unix epoch, the time unit of every stored row.
 pub fn now_ms() -> i64 {
@@ -94,13 +96,14 @@ pub struct AppState {
     pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub policy_cache: PolicyCache,
     /// Concurrent misses for one key or policy share one database lookup.
-    pub key_lookups: crate::singleflight::SingleFlight<String, auth::KeyLookup>,
-    pub policy_lookups: crate::singleflight::SingleFlight<(String, String), policy::PolicyLookup>,
+    pub key_lookups: SingleFlight<String, Option<crate::store::KeyRow>, StoreError>,
+    pub policy_lookups:
+        SingleFlight<(String, String), Option<Arc<policy::MemberPolicy>>, StoreError>,
     /// Bumped by every cache invalidation (see `invalidate.rs`).
     pub cache_generation: std::sync::atomic::AtomicU64,
     /// Concurrent requests that find a counter missing share one seed (a
     /// sum over the account's ledger rows).
-    pub counter_seeds: crate::singleflight::SingleFlight<String, crate::accounts::SeedOutcome>,
+    pub counter_seeds: SingleFlight<String, (), crate::accounts::AccountsError>,
     /// Last answers of the database, used only while it does not answer.
     pub last_known_keys: moka::sync::Cache<String, Option<Arc<auth::Principal>>>,
     pub last_known_policies: moka::sync::Cache<(String, String), Option<Arc<policy::MemberPolicy>>>,

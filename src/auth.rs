@@ -57,9 +57,6 @@ pub fn is_operator(state: &AppState, token: &str) -> bool {
     keys::constant_time_eq(hash.as_bytes(), state.admin_token_hash.as_bytes())
 }
 
-/// The outcome of one key lookup, shared by concurrent misses.
-pub type KeyLookup = Result<Option<crate::store::KeyRow>, Arc<crate::store::StoreError>>;
-
 /// Resolves an API key to its principal.
 pub async fn authenticate_key(
     state: &AppState,
@@ -81,10 +78,9 @@ pub async fn authenticate_key(
     let looked_up = state
         .key_lookups
         .run(hash.clone(), move || async move {
-            store.key_by_hash(&lookup_hash).await.map_err(Arc::new)
+            store.key_by_hash(&lookup_hash).await
         })
-        .await
-        .unwrap_or_else(|| Err(Arc::new(sqlx::Error::WorkerCrashed.into())));
+        .await;
     let row = match looked_up {
         Ok(row) => row,
         Err(error) => {

@@ -235,8 +235,9 @@ impl Counters {
 
     /// Settles a hold at its exact cost: where the counter still has the
     /// stamp of the hold, the unused part (`hold − cost`) is returned; where
-    /// it was rebuilt since, only the cost is applied. Returns the stamps the
-    /// cost is now counted under.
+    /// it was rebuilt since, only the cost is applied. On Redis, at most once
+    /// per `request_id`: a retry after a lost reply changes nothing. Returns
+    /// the stamps the cost is now counted under.
     pub async fn settle(
         &self,
         account: &str,

@@ -59,9 +59,6 @@ pub struct MemberPolicy {
 
 pub type PolicyCache = moka::sync::Cache<(String, String), Option<Arc<MemberPolicy>>>;
 
-/// The outcome of one policy lookup, shared by concurrent misses.
-pub type PolicyLookup = Result<Option<Arc<MemberPolicy>>, Arc<crate::store::StoreError>>;
-
 pub fn policy_cache(ttl_ms: u64) -> PolicyCache {
     moka::sync::Cache::builder()
         .max_capacity(100_000)
@@ -87,12 +84,9 @@ pub async fn member_policy(
     let looked_up = state
         .policy_lookups
         .run(cache_key.clone(), move || async move {
-            load_policy(&store, &team_key, &user_key)
-                .await
-                .map_err(Arc::new)
+            load_policy(&store, &team_key, &user_key).await
         })
-        .await
-        .unwrap_or_else(|| Err(Arc::new(sqlx::Error::WorkerCrashed.into())));
+        .await;
     let policy = match looked_up {
         Ok(policy) => policy,
         Err(error) => {

@@ -7,7 +7,8 @@
 //! The lookup runs on its own task: a caller that goes away (a client that
 //! disconnects) never leaves a half-done query, a pool connection or a
 //! database lock parked inside an unpolled future. The task removes its own
-//! entry when it ends, however it ends.
+//! entry when it ends, however it ends; if it dies (a panic), every
+//! waiter gets `E::from(Interrupted)`, so callers handle one error type.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,16 +18,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-type Running<V> = Shared<BoxFuture<'static, Option<V>>>;
+/// A lookup task that stopped before it answered (it panicked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted;
+
+/// What every waiter of one lookup gets.
+pub type Answer<T, E> = Result<T, Arc<E>>;
+
+type Running<V> = Shared<BoxFuture<'static, V>>;
 /// Each entry carries the number of the lookup that made it.
 type Map<K, V> = Arc<Mutex<HashMap<K, (u64, Running<V>)>>>;
 
-pub struct SingleFlight<K, V: Clone> {
-    inflight: Map<K, V>,
+pub struct SingleFlight<K, T, E> {
+    inflight: Map<K, Answer<T, E>>,
     next: AtomicU64,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Default for SingleFlight<K, V> {
+impl<K: Hash + Eq + Clone, T, E> Default for SingleFlight<K, T, E> {
     fn default() -> Self {
         SingleFlight {
             inflight: Arc::new(Mutex::new(HashMap::new())),
@@ -58,18 +66,19 @@ impl<K: Hash + Eq, V: Clone> Drop for Done<K, V> {
     }
 }
 
-impl<K, V> SingleFlight<K, V>
+impl<K, T, E> SingleFlight<K, T, E>
 where
     K: Hash + Eq + Clone + Send + 'static,
-    V: Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: From<Interrupted> + Send + Sync + 'static,
 {
     /// Runs `make()` on a task unless a lookup for `key` is already in
-    /// flight, in which case it waits for that one. `None` when the lookup
-    /// task died (a panic): callers treat it as the store being away. The
-    /// lock is held only to find or insert the entry, never across an await.
-    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> Option<V>
+    /// flight, in which case it waits for that one; every waiter gets the
+    /// same answer. The lock is held only to find or insert the entry,
+    /// never across an await.
+    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> Answer<T, E>
     where
-        F: Future<Output = V> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
         let running = {
             let mut inflight = lock(&self.inflight);
@@ -87,9 +96,14 @@ where
                     // inserted: removal takes the lock held here.
                     let task = tokio::spawn(async move {
                         let _done = done;
-                        lookup.await
+                        lookup.await.map_err(Arc::new)
                     });
-                    let running = async move { task.await.ok() }.boxed().shared();
+                    let running = async move {
+                        task.await
+                            .unwrap_or_else(|_| Err(Arc::new(E::from(Interrupted))))
+                    }
+                    .boxed()
+                    .shared();
                     inflight.insert(key, (id, running.clone()));
                     running
                 }
@@ -121,9 +135,20 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    #[derive(Debug, PartialEq)]
+    struct Died;
+
+    impl From<Interrupted> for Died {
+        fn from(_: Interrupted) -> Self {
+            Died
+        }
+    }
+
+    type Flight = SingleFlight<&'static str, u32, Died>;
+
     #[tokio::test]
     async fn concurrent_callers_share_one_lookup() {
-        let flight: Arc<SingleFlight<&'static str, u32>> = Arc::default();
+        let flight: Arc<Flight> = Arc::default();
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..50 {
@@ -134,23 +159,23 @@ mod tests {
                     .run("k", || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        7
+                        Ok(7)
                     })
                     .await
             }));
         }
         for task in tasks {
-            assert_eq!(task.await.ok(), Some(Some(7)));
+            assert_eq!(task.await.ok(), Some(Ok(7)));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Finished lookups are forgotten: the next miss queries again.
         assert!(flight.is_empty());
-        assert_eq!(flight.run("k", || async { 8 }).await, Some(8));
+        assert_eq!(flight.run("k", || async { Ok(8) }).await, Ok(8));
     }
 
     #[tokio::test]
     async fn a_lookup_whose_callers_left_still_finishes_and_is_removed() {
-        let flight: Arc<SingleFlight<&'static str, u32>> = Arc::default();
+        let flight: Arc<Flight> = Arc::default();
         let finished = Arc::new(AtomicUsize::new(0));
         let seen = finished.clone();
         let caller = {
@@ -160,7 +185,7 @@ mod tests {
                     .run("k", || async move {
                         tokio::time::sleep(Duration::from_millis(30)).await;
                         seen.fetch_add(1, Ordering::SeqCst);
-                        1
+                        Ok(1)
                     })
                     .await
             })
@@ -174,19 +199,19 @@ mod tests {
 
     #[tokio::test]
     #[allow(clippy::panic)]
-    async fn a_panicking_lookup_answers_none_and_is_removed() {
-        let flight: SingleFlight<&'static str, u32> = SingleFlight::default();
+    async fn a_panicking_lookup_answers_interrupted_and_is_removed() {
+        let flight: Flight = SingleFlight::default();
         let answer = flight
             .run("k", || async {
                 if always() {
                     panic!("lookup failed");
                 }
-                1
+                Ok(1)
             })
             .await;
-        assert_eq!(answer, None);
+        assert_eq!(answer, Err(Arc::new(Died)));
         assert!(flight.is_empty());
-        assert_eq!(flight.run("k", || async { 2 }).await, Some(2));
+        assert_eq!(flight.run("k", || async { Ok(2) }).await, Ok(2));
     }
 
     fn always() -> bool {
@@ -195,22 +220,22 @@ mod tests {
 
     #[tokio::test]
     async fn forget_all_starts_a_new_lookup() {
-        let flight: Arc<SingleFlight<&'static str, u32>> = Arc::default();
+        let flight: Arc<Flight> = Arc::default();
         let slow = {
             let flight = flight.clone();
             tokio::spawn(async move {
                 flight
                     .run("k", || async {
                         tokio::time::sleep(Duration::from_millis(40)).await;
-                        1
+                        Ok(1)
                     })
                     .await
             })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         flight.forget_all();
-        assert_eq!(flight.run("k", || async { 2 }).await, Some(2));
-        assert_eq!(slow.await.ok(), Some(Some(1)));
+        assert_eq!(flight.run("k", || async { Ok(2) }).await, Ok(2));
+        assert_eq!(slow.await.ok(), Some(Ok(1)));
         // The old lookup's end did not remove a newer entry, and none is left.
         assert!(flight.is_empty());
     }

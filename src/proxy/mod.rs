@@ -601,13 +601,8 @@ where
     let seeding = seed(store, counters);
     state
         .counter_seeds
-        .run(name, move || async move { seeding.await.map_err(Arc::new) })
+        .run(name, move || seeding)
         .await
-        .unwrap_or_else(|| {
-            Err(Arc::new(accounts::AccountsError::Store(
-                sqlx::Error::WorkerCrashed.into(),
-            )))
-        })
         .map_err(|error| GatewayError::from(&*error))
 }
 

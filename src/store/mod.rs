@@ -28,6 +28,14 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the lookup stopped before it answered")]
+    Interrupted,
+}
+
+impl From<crate::singleflight::Interrupted> for StoreError {
+    fn from(_: crate::singleflight::Interrupted) -> Self {
+        StoreError::Interrupted
+    }
 }
 
 fn map_unique(error: sqlx::Error) -> StoreError {

@@ -8,32 +8,35 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sqlx::Connection;
-use tollgate::accounts;
 use tollgate::counters::Counters;
-use tollgate::store::{Store, UsageRow};
+use tollgate::domain::{Source, Status};
+use tollgate::ledger::{self, Entry};
+use tollgate::store::Store;
 
 const BATCH: usize = 500;
 
-fn rows(batch: u64) -> Vec<UsageRow> {
+fn rows(batch: u64) -> Vec<Entry> {
     (0..BATCH)
-        .map(|i| UsageRow {
-            request_id: format!("req_bench_{batch}_{i}"),
-            user_id: format!("usr_{}", i % 50),
-            key_id: "key_bench".into(),
-            account_id: format!("usr_{}", i % 50),
-            team_id: Some("tm_bench".into()),
-            model: "gpt-4o-mini".into(),
-            provider: "up".into(),
-            endpoint: "chat.completions".into(),
-            input_tokens: 1200,
-            output_tokens: 300,
-            cost_nano: 3_347_500,
-            usage_source: "exact".into(),
-            status: "ok".into(),
-            http_status: 200,
-            started_at: 1_795_852_800_000 + i as i64,
-            finished_at: 1_795_852_800_100 + i as i64,
-            ..UsageRow::default()
+        .map(|i| {
+            let user = format!("usr_{}", i % 50);
+            let mut entry = Entry::draft(
+                format!("req_bench_{batch}_{i}").into(),
+                &user,
+                "key_bench",
+                "chat.completions",
+                1_795_852_800_000 + i as i64,
+            );
+            entry.team_id = Some("tm_bench".into());
+            entry.model = "gpt-4o-mini".into();
+            entry.provider = "up".into();
+            entry.input_tokens = 1200;
+            entry.output_tokens = 300;
+            entry.cost_nano = 3_347_500;
+            entry.usage_source = Source::Exact;
+            entry.status = Status::Ok;
+            entry.http_status = 200;
+            entry.finished_at = 1_795_852_800_100 + i as i64;
+            entry
         })
         .collect()
 }
@@ -90,7 +93,7 @@ fn ledger(c: &mut Criterion) {
                 batch += 1;
                 let rows = rows(batch);
                 runtime
-                    .block_on(accounts::write_rows(&store, counters, &rows))
+                    .block_on(ledger::write_rows(&store, counters, &rows))
                     .unwrap()
             })
         });

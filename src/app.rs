@@ -7,116 +7,32 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::auth::{self, KeyCache};
+use crate::auth::KeyLookup;
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::invalidate::{Forget, Invalidator};
 use crate::keys;
-use crate::ledger::{self, LedgerSender};
+use crate::ledger::{self, Settler};
 use crate::metrics::Metrics;
-use crate::policy::{self, PolicyCache};
-use crate::providers::{self, UpstreamClient};
+use crate::policy::PolicyLookup;
+use crate::providers;
 use crate::router;
-use crate::singleflight::SingleFlight;
 use crate::store::Store;
-use crate::store::StoreError;
+use crate::tasks::{self, Tasks};
 
-/// Milliseconds since the Unix epoch, the time unit of every stored row.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// RFC 3339 UTC text of epoch milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-/// The gateway's clock: the system's, or a manual one that tests move
-/// (month rollovers, invitation expiry).
-#[derive(Clone, Debug, Default)]
-pub struct Clock(Option<Arc<AtomicI64>>);
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock(None)
-    }
-
-    pub fn manual(start_ms: i64) -> Clock {
-        Clock(Some(Arc::new(AtomicI64::new(start_ms))))
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        match &self.0 {
-            Some(manual) => manual.load(Ordering::Relaxed),
-            None => now_ms(),
-        }
-    }
-
-    /// Moves a manual clock; a system clock ignores it.
-    pub fn set_ms(&self, ms: i64) {
-        if let Some(manual) = &self.0 {
-            manual.store(ms, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Everything a request may touch, shared by all of them.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub counters: Arc<Counters>,
-    pub key_cache: KeyCache,
-    pub client: UpstreamClient,
-    pub ledger: LedgerSender,
-    pub tasks: TaskTracker,
-    pub metrics: Metrics,
-    pub admin_token_hash: String,
-    pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
-    pub policy_cache: PolicyCache,
-    /// Concurrent misses for one key or policy share one database lookup.
-    pub key_lookups: SingleFlight<String, Option<crate::store::KeyRow>, StoreError>,
-    pub policy_lookups:
-        SingleFlight<(String, String), Option<Arc<policy::MemberPolicy>>, StoreError>,
-    /// Bumped by every cache invalidation (see `invalidate.rs`).
-    pub cache_generation: std::sync::atomic::AtomicU64,
-    /// Concurrent requests that find a counter missing share one seed (a
-    /// sum over the account's ledger rows).
-    pub counter_seeds: SingleFlight<String, (), crate::accounts::AccountsError>,
-    /// Last answers of the database, used only while it does not answer.
-    pub last_known_keys: moka::sync::Cache<String, Option<Arc<auth::Principal>>>,
-    pub last_known_policies: moka::sync::Cache<(String, String), Option<Arc<policy::MemberPolicy>>>,
-    pub clock: Clock,
-}
-
-impl AppState {
-    /// The current cache generation (see `cache_generation`).
-    pub fn cache_generation(&self) -> u64 {
-        self.cache_generation
-            .load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
+pub use crate::clock::{now_ms, Clock};
+pub use crate::state::AppState;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +89,7 @@ impl App {
         });
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
         let client = providers::build_client(&config.upstream)?;
-        let tasks = TaskTracker::new();
+        let tasks = Tasks::new();
         let ledger_stop = CancellationToken::new();
         let (ledger, ledger_writer) = ledger::start(
             store.clone(),
@@ -191,15 +107,38 @@ impl App {
                     addr: config.listen,
                     source,
                 })?;
+        let metrics = Arc::new(Metrics::default());
+        let keys = Arc::new(KeyLookup::new(
+            store.clone(),
+            metrics.clone(),
+            config.cache.key_ttl_ms,
+            config.cache.max_keys,
+        ));
+        let policies = Arc::new(PolicyLookup::new(
+            store.clone(),
+            metrics.clone(),
+            config.cache.key_ttl_ms,
+        ));
+        let targets: Vec<Arc<dyn Forget>> = vec![keys.clone(), policies.clone()];
+        let invalidator = Arc::new(Invalidator::new(
+            &config.storage.redis_url,
+            &config.storage.redis_prefix,
+            targets,
+            tasks.clone(),
+        ));
+        let settler = Arc::new(Settler::new(
+            counters.clone(),
+            ledger.clone(),
+            tasks.clone(),
+            metrics.clone(),
+            clock.clone(),
+        ));
         let state = Arc::new(AppState {
-            key_cache: auth::key_cache(config.cache.key_ttl_ms, config.cache.max_keys),
-            policy_cache: policy::policy_cache(config.cache.key_ttl_ms),
-            key_lookups: Default::default(),
-            policy_lookups: Default::default(),
+            keys,
+            policies,
+            invalidator,
+            settler,
             counter_seeds: Default::default(),
-            cache_generation: Default::default(),
-            last_known_keys: auth::last_known(config.cache.max_keys),
-            last_known_policies: auth::last_known(100_000),
             clock,
             config,
             store,
@@ -207,7 +146,7 @@ impl App {
             client,
             ledger,
             tasks,
-            metrics: Metrics::default(),
+            metrics,
             admin_token_hash,
             rate_limiter,
         });
@@ -240,10 +179,9 @@ impl App {
             ..
         } = self;
         let subscriber_stop = CancellationToken::new();
-        let subscriber = tokio::spawn(crate::invalidate::subscribe(
-            state.clone(),
-            subscriber_stop.clone(),
-        ));
+        // Detached, not tracked: its handle is awaited right after serving.
+        let subscriber =
+            tasks::detached(state.invalidator.clone().subscribe(subscriber_stop.clone()));
         serve(listener, state.clone(), shutdown).await;
         subscriber_stop.cancel();
         let _ = subscriber.await;
@@ -323,7 +261,9 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        // Detached, not tracked: the graceful watcher above is what shutdown
+        // waits on for open connections.
+        tasks::detached(async move {
             let _ = connection.await;
             drop(permit);
         });

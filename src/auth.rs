@@ -1,20 +1,24 @@
 //! Authentication: a bearer credential → a [`Principal`] or the operator.
 //!
-//! Key lookups go through a moka cache keyed by the key's hash (hits take
-//! no lock shared by all requests). Entries live `cache.key_ttl_ms`
-//! (default 1 s), so a revocation made anywhere takes effect within that
-//! time; a revocation made in this process invalidates at once. Unknown
-//! keys are cached too (negatively), so a flood of bad keys cannot turn into
-//! a flood of database queries.
+//! [`KeyLookup`] is a loader over [`CachedLookup`], keyed by the key's
+//! hash: cache hits take no lock shared by all requests; entries live
+//! `cache.key_ttl_ms` (default 1 s), so a revocation made anywhere takes
+//! effect within that time, and one made through any process invalidates
+//! at once (see `invalidate.rs`). Unknown keys are cached too (negatively),
+//! so a flood of bad keys cannot turn into a flood of database queries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::app::AppState;
+use crate::domain::BillingChoice;
 use crate::error::GatewayError;
+use crate::invalidate::{Forget, Invalidation};
 use crate::keys;
+use crate::lookup::{CachedLookup, Origin};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 
 /// Who is calling, from a valid API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,17 +26,8 @@ pub struct Principal {
     pub key_id: String,
     pub user_id: String,
     pub key_prefix: String,
-    /// `personal` or `team:<team_id>`.
-    pub billing: String,
-}
-
-pub type KeyCache = moka::sync::Cache<String, Option<Arc<Principal>>>;
-
-pub fn key_cache(ttl_ms: u64, max_keys: u64) -> KeyCache {
-    moka::sync::Cache::builder()
-        .max_capacity(max_keys)
-        .time_to_live(Duration::from_millis(ttl_ms.max(1)))
-        .build()
+    /// Who pays unless a request says otherwise.
+    pub billing: BillingChoice,
 }
 
 /// The credential of a request: `Authorization: Bearer …`, or `x-api-key`
@@ -51,52 +46,71 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Whether `token` is the operator token.
-pub fn is_operator(state: &AppState, token: &str) -> bool {
+/// Whether `token` is the operator token (by its hash, in constant time).
+pub fn is_operator(token: &str, admin_token_hash: &str) -> bool {
     let hash = keys::hash_secret(token);
-    keys::constant_time_eq(hash.as_bytes(), state.admin_token_hash.as_bytes())
+    keys::constant_time_eq(hash.as_bytes(), admin_token_hash.as_bytes())
 }
 
-/// Resolves an API key to its principal.
-pub async fn authenticate_key(
-    state: &AppState,
-    token: &str,
-) -> Result<Arc<Principal>, GatewayError> {
-    if !keys::looks_like_key(token) {
-        return Err(GatewayError::InvalidApiKey);
-    }
-    let hash = keys::hash_secret(token);
-    if let Some(cached) = state.key_cache.get(&hash) {
-        state.metrics.key_cache_hit();
-        return cached.ok_or(GatewayError::InvalidApiKey);
-    }
-    state.metrics.key_cache_miss();
-    // An invalidation while the lookup runs makes its answer unfit to cache.
-    let generation = state.cache_generation();
-    let store = state.store.clone();
-    let lookup_hash = hash.clone();
-    let looked_up = state
-        .key_lookups
-        .run(hash.clone(), move || async move {
-            store.key_by_hash(&lookup_hash).await
-        })
-        .await;
-    let row = match looked_up {
-        Ok(row) => row,
-        Err(error) => {
-            // The database is away: keys this process has seen keep working.
-            if let Some(known) = state.last_known_keys.get(&hash) {
-                state.metrics.store_fallback();
-                return known.ok_or(GatewayError::InvalidApiKey);
-            }
-            tracing::warn!(%error, "Key lookup failed and the key is not known here.");
-            return Err(GatewayError::Unavailable(
-                "The gateway cannot reach its database to check this key; retry shortly.".into(),
-            ));
+/// API keys → principals, through the cache.
+pub struct KeyLookup {
+    lookup: CachedLookup<String, Option<Arc<Principal>>, StoreError>,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyLookup {
+    pub fn new(store: Store, metrics: Arc<Metrics>, ttl_ms: u64, max_keys: u64) -> KeyLookup {
+        KeyLookup {
+            lookup: CachedLookup::new(Duration::from_millis(ttl_ms), max_keys),
+            store,
+            metrics,
         }
-    };
-    // The lookup was by hash; compare the stored hash in constant time too.
-    let principal = row
+    }
+
+    /// Resolves an API key to its principal.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
+        if !keys::looks_like_key(token) {
+            return Err(GatewayError::InvalidApiKey);
+        }
+        let hash = keys::hash_secret(token);
+        let store = self.store.clone();
+        let lookup_hash = hash.clone();
+        let answer = self
+            .lookup
+            .get(
+                &hash,
+                move || async move { load(&store, &lookup_hash).await },
+            )
+            .await;
+        match answer {
+            Ok((principal, origin)) => {
+                match origin {
+                    Origin::Cache => self.metrics.key_cache_hit(),
+                    Origin::Loaded => self.metrics.key_cache_miss(),
+                    Origin::LastKnown => {
+                        self.metrics.key_cache_miss();
+                        self.metrics.store_fallback();
+                    }
+                }
+                principal.ok_or(GatewayError::InvalidApiKey)
+            }
+            Err(error) => {
+                self.metrics.key_cache_miss();
+                tracing::warn!(%error, "Key lookup failed and the key is not known here.");
+                Err(GatewayError::Unavailable(
+                    "The gateway cannot reach its database to check this key; retry shortly."
+                        .into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Reads a key by hash; the stored hash is compared in constant time too.
+async fn load(store: &Store, hash: &str) -> Result<Option<Arc<Principal>>, StoreError> {
+    let row = store.key_by_hash(hash).await?;
+    Ok(row
         .filter(|row| keys::constant_time_eq(row.key_hash.as_bytes(), hash.as_bytes()))
         .map(|row| {
             Arc::new(Principal {
@@ -105,32 +119,17 @@ pub async fn authenticate_key(
                 key_prefix: row.prefix,
                 billing: row.billing,
             })
-        });
-    if state.cache_generation() == generation {
-        state.key_cache.insert(hash.clone(), principal.clone());
-        state.last_known_keys.insert(hash, principal.clone());
+        }))
+}
+
+impl Forget for KeyLookup {
+    fn forget(&self, what: &Invalidation) {
+        if let Invalidation::Key(hash) = what {
+            self.lookup.forget(hash);
+        }
     }
-    principal.ok_or(GatewayError::InvalidApiKey)
-}
 
-/// Forgets a key in this process's cache (after a revocation or a billing
-/// change made here).
-pub fn forget_key(state: &AppState, key_hash: &str) {
-    crate::invalidate::broadcast(
-        state,
-        crate::invalidate::Invalidation::Key(key_hash.to_string()),
-    );
-}
-
-/// The last answer the database gave for each key (or team policy), kept
-/// for a day and used only while the database does not answer.
-pub fn last_known<K, V>(max: u64) -> moka::sync::Cache<K, V>
-where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    moka::sync::Cache::builder()
-        .max_capacity(max)
-        .time_to_live(Duration::from_secs(24 * 3600))
-        .build()
+    fn forget_cached(&self) {
+        self.lookup.forget_cached();
+    }
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, now_ms, App};
+use crate::app::{self, App};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::keys;
 use crate::money::Money;
@@ -158,7 +159,9 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
-    tokio::spawn(async move {
+    // Detached, not tracked: it only cancels `shutdown`, and ends with the
+    // process.
+    crate::tasks::detached(async move {
         wait_for_signal().await;
         tracing::info!("Shutting down: draining requests and the ledger.");
         signal.cancel();
@@ -242,7 +245,7 @@ async fn add_user(
             name: Some("cli".into()),
             prefix,
             key_hash,
-            billing: "personal".into(),
+            billing: crate::domain::BillingChoice::Personal,
             created_at: now_ms(),
             revoked_at: None,
         })

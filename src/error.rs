@@ -10,6 +10,7 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::http_body::Body;
+use crate::store::StoreError;
 
 /// Which error shape the client's SDK expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,14 @@ pub enum GatewayError {
     /// Detail for the log only; the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A storage failure: its detail is logged at the edge, the client sees a
+/// generic error.
+impl From<StoreError> for GatewayError {
+    fn from(error: StoreError) -> Self {
+        GatewayError::internal(error)
+    }
 }
 
 impl GatewayError {

@@ -1,6 +1,7 @@
-//! The response body type of every route: a whole buffer, or a metered
-//! stream. An enum rather than a boxed trait object: one allocation less per
-//! request and no dynamic dispatch on the byte path.
+//! The response body type of every route: a whole buffer, or a stream (a
+//! metered upstream answer). The stream is a boxed body so that this module
+//! knows nothing of the proxy; the box is the one allocation a streamed
+//! answer needs anyway.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,13 +9,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use crate::proxy::stream::MeteredBody;
-
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed body.
+pub type BoxStream = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>;
 
 pub enum Body {
     Full(Option<Bytes>),
-    Metered(Box<MeteredBody>),
+    Stream(BoxStream),
 }
 
 impl Body {
@@ -24,6 +26,12 @@ impl Body {
 
     pub fn empty() -> Body {
         Body::Full(None)
+    }
+
+    pub fn stream(
+        body: impl http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    ) -> Body {
+        Body::Stream(Box::pin(body))
     }
 }
 
@@ -37,14 +45,14 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Metered(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Body::Stream(body) => body.as_mut().poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(bytes) => bytes.is_none(),
-            Body::Metered(_) => false,
+            Body::Stream(_) => false,
         }
     }
 
@@ -52,7 +60,7 @@ impl http_body::Body for Body {
         match self {
             Body::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Metered(_) => SizeHint::default(),
+            Body::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -6,7 +6,9 @@
 //! subscribed clears its own caches when the message arrives (typically
 //! within milliseconds). The caches' TTL (`cache.key_ttl_ms`, 1 s) is the
 //! backstop when a message is lost; after a reconnect the subscriber clears
-//! everything, since messages sent meanwhile were missed.
+//! every cache, since messages sent meanwhile were missed.
+//!
+//! The [`Invalidator`] knows the caches only as [`Forget`] targets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::tasks::Tasks;
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,95 +44,116 @@ impl Invalidation {
     }
 }
 
-fn channel(state: &AppState) -> String {
-    format!("{}:invalidate", state.config.storage.redis_prefix)
-}
-
-/// Clears this process's caches.
-pub fn apply_locally(state: &AppState, what: &Invalidation) {
-    // Lookups already running may have read the old state: their answers
-    // are not cached, and later requests start fresh ones.
-    state
-        .cache_generation
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    state.key_lookups.forget_all();
-    state.policy_lookups.forget_all();
-    match what {
-        Invalidation::Key(hash) => {
-            state.key_cache.invalidate(hash);
-            state.last_known_keys.invalidate(hash);
-        }
-        Invalidation::Policies => {
-            state.policy_cache.invalidate_all();
-            state.last_known_policies.invalidate_all();
-        }
-    }
+/// A cache that invalidations clear.
+pub trait Forget: Send + Sync {
+    /// Forgets what `what` names (ignoring what it does not hold).
+    fn forget(&self, what: &Invalidation);
+    /// Messages may have been missed: forget what could be stale.
+    fn forget_cached(&self);
 }
 
 /// Clears this process's caches and tells the other processes.
-pub fn broadcast(state: &AppState, what: Invalidation) {
-    apply_locally(state, &what);
-    if state.config.storage.redis_url.is_empty() {
-        return;
-    }
-    let url = state.config.storage.redis_url.clone();
-    let channel = channel(state);
-    state.tasks.spawn(async move {
-        let published = async {
-            let client = redis::Client::open(url.as_str())?;
-            let mut connection = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(what.encode())
-                .query_async::<i64>(&mut connection)
-                .await
-        };
-        if let Err(error) = tokio::time::timeout(Duration::from_secs(2), published)
-            .await
-            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))))
-        {
-            tracing::warn!(%error, "Cache invalidation not published; other processes catch up within the cache TTL.");
-        }
-    });
+pub struct Invalidator {
+    /// Empty without Redis: one process, nothing to tell.
+    redis_url: String,
+    channel: String,
+    targets: Vec<Arc<dyn Forget>>,
+    tasks: Tasks,
 }
 
-/// Subscribes to invalidations until shutdown, reconnecting as needed.
-pub async fn subscribe(state: Arc<AppState>, shutdown: CancellationToken) {
-    if state.config.storage.redis_url.is_empty() {
-        return;
+impl Invalidator {
+    pub fn new(
+        redis_url: &str,
+        redis_prefix: &str,
+        targets: Vec<Arc<dyn Forget>>,
+        tasks: Tasks,
+    ) -> Invalidator {
+        Invalidator {
+            redis_url: redis_url.to_string(),
+            channel: format!("{redis_prefix}:invalidate"),
+            targets,
+            tasks,
+        }
     }
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let client = redis::Client::open(state.config.storage.redis_url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel(&state)).await?;
-            // Anything sent while we were away is lost: start clean.
-            apply_locally(&state, &Invalidation::Policies);
-            state.key_cache.invalidate_all();
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                if let Ok(text) = message.get_payload::<String>() {
-                    if let Some(what) = Invalidation::decode(&text) {
-                        apply_locally(&state, &what);
+
+    /// Clears this process's caches.
+    pub fn apply_locally(&self, what: &Invalidation) {
+        for target in &self.targets {
+            target.forget(what);
+        }
+    }
+
+    /// Clears this process's caches and publishes the change.
+    pub fn broadcast(&self, what: Invalidation) {
+        self.apply_locally(&what);
+        if self.redis_url.is_empty() {
+            return;
+        }
+        let url = self.redis_url.clone();
+        let channel = self.channel.clone();
+        self.tasks.spawn(async move {
+            let published = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(what.encode())
+                    .query_async::<i64>(&mut connection)
+                    .await
+            };
+            let published = tokio::time::timeout(Duration::from_secs(2), published)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "timed out",
+                    )))
+                });
+            if let Err(error) = published {
+                tracing::warn!(%error, "Cache invalidation not published; other processes catch up within the cache TTL.");
+            }
+        });
+    }
+
+    /// Subscribes to invalidations until shutdown, reconnecting as needed.
+    pub async fn subscribe(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.redis_url.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = async {
+                let client = redis::Client::open(self.redis_url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.channel).await?;
+                // Anything sent while we were away is lost: start clean.
+                for target in &self.targets {
+                    target.forget_cached();
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    if let Ok(text) = message.get_payload::<String>() {
+                        if let Some(what) = Invalidation::decode(&text) {
+                            self.apply_locally(&what);
+                        }
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = session => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "Invalidation channel lost; reconnecting.");
                     }
                 }
             }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = session => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "Invalidation channel lost; reconnecting.");
-                }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
             }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -1,26 +1,33 @@
 //! Tollgate: an inline metering gateway for LLM APIs.
 //!
-//! Layout, in the order a request meets it (see `ARCHITECTURE.md`):
-//! `app` (state, serve, shutdown) → `router` → `proxy` (authenticate, read,
-//! authorize, admit, forward, meter, settle) with `auth`, `counters`,
-//! `providers`, `meter`, `pricing` and `money`; `ledger` writes rows to the
-//! `store` off the request path; `admin` is the management API and `ops`
-//! the health and metrics routes. `config` turns TOML and environment into
-//! a validated [`config::Config`].
+//! Modules form layers; a module never imports one above it (see
+//! `ARCHITECTURE.md`, "Layers"):
+//!
+//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `tasks`,
+//!    `singleflight`, `lookup`, `http_body`, `meter`, `pricing`, `metrics`;
+//! 2. storage and state of money: `store`, `error`, `counters`, `accounts`,
+//!    `ledger`, `providers`;
+//! 3. request-path services: `invalidate`, `auth`, `policy`;
+//! 4. `state` (everything a request may touch);
+//! 5. routes: `proxy`, `admin`, `dashboard`, `ops`;
+//! 6. `router`, `app` (serve, shutdown), `cli`.
 
 pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod dashboard;
+pub mod domain;
 pub mod error;
 pub mod http_body;
 pub mod invalidate;
 pub mod keys;
 pub mod ledger;
+pub mod lookup;
 pub mod meter;
 pub mod metrics;
 pub mod money;
@@ -31,4 +38,6 @@ pub mod providers;
 pub mod proxy;
 pub mod router;
 pub mod singleflight;
+pub mod state;
 pub mod store;
+pub mod tasks;

@@ -1,5 +1,6 @@
-//! Process metrics in the Prometheus text format. Plain atomics: recording
-//! is a relaxed add, never a lock on the request path.
+//! Process metrics in the Prometheus text format. Counters and histograms
+//! are plain atomics (a relaxed add); the one lock is the map of answers by
+//! model and status, held for one map update per request.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -7,9 +8,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::domain::Status;
 use crate::meter::Usage;
 use crate::money::Money;
-use crate::proxy::settle::Status;
 
 /// Upper bounds of histogram buckets, in seconds.
 const BUCKETS: [f64; 16] = [
@@ -132,6 +133,7 @@ impl Metrics {
             Status::UpstreamError => &self.requests_upstream_error,
             Status::Failed => &self.requests_failed,
             Status::ClientClosed => &self.requests_client_closed,
+            Status::Refused => &self.refusals,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.input_tokens

@@ -3,8 +3,8 @@
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::http_body::Body;
+use crate::state::AppState;
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(Body::full(body));

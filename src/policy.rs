@@ -1,47 +1,21 @@
 //! Team policy on the request path: who may bill a team, which models it
-//! restricts, a member's effective monthly limit, and the month a request
-//! falls in.
+//! restricts, and a member's effective monthly limit.
 //!
-//! Member policies are cached (moka) for `cache.key_ttl_ms` (1 s by
-//! default), so a change made anywhere applies to the next request on every
-//! process within that time; a change made in this process clears the
-//! cache at once. Months are UTC calendar months: counters are keyed by
-//! month, so a reset needs no job and cannot be missed.
+//! [`PolicyLookup`] is a loader over [`CachedLookup`]: member policies live
+//! `cache.key_ttl_ms` (1 s by default), so a change made anywhere applies to
+//! the next request on every process within that time; a change made through
+//! any process clears the caches at once (see `invalidate.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::{Date, Month, OffsetDateTime, Time};
-
-use crate::app::AppState;
+use crate::domain::{Enforcement, Role};
 use crate::error::GatewayError;
+use crate::invalidate::{Forget, Invalidation};
+use crate::lookup::{CachedLookup, Origin};
+use crate::metrics::Metrics;
 use crate::money::Money;
-
-/// How a team's monthly limits act.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enforcement {
-    /// Refuse a request that would pass the limit (402).
-    Hard,
-    /// Serve, warn in a header, record the crossing once a month.
-    Soft,
-}
-
-impl Enforcement {
-    pub fn parse(text: &str) -> Option<Enforcement> {
-        match text {
-            "hard" => Some(Enforcement::Hard),
-            "soft" => Some(Enforcement::Soft),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Enforcement::Hard => "hard",
-            Enforcement::Soft => "soft",
-        }
-    }
-}
+use crate::store::{Store, StoreError};
 
 /// What the request path needs to know about a member billing a team.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,69 +24,87 @@ pub struct MemberPolicy {
     pub team_name: String,
     /// The payer: the team owner's balance.
     pub owner_id: String,
-    pub role: String,
+    pub role: Role,
     pub enforcement: Enforcement,
     /// The member's override, else the team default; `None` = no limit.
     pub limit: Option<Money>,
     pub restricted_models: Vec<String>,
 }
 
-pub type PolicyCache = moka::sync::Cache<(String, String), Option<Arc<MemberPolicy>>>;
-
-pub fn policy_cache(ttl_ms: u64) -> PolicyCache {
-    moka::sync::Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(Duration::from_millis(ttl_ms.max(1)))
-        .build()
+impl MemberPolicy {
+    /// The limit that refuses (a hard one), if any.
+    pub fn hard_limit(&self) -> Option<Money> {
+        self.limit.filter(|_| self.enforcement == Enforcement::Hard)
+    }
 }
 
-/// The policy of `user_id` in `team_id`, or `None` when the user is not an
-/// active member of a live team.
-pub async fn member_policy(
-    state: &AppState,
-    team_id: &str,
-    user_id: &str,
-) -> Result<Option<Arc<MemberPolicy>>, GatewayError> {
-    let cache_key = (team_id.to_string(), user_id.to_string());
-    if let Some(cached) = state.policy_cache.get(&cache_key) {
-        return Ok(cached);
-    }
-    // An invalidation while the lookup runs makes its answer unfit to cache.
-    let generation = state.cache_generation();
-    let store = state.store.clone();
-    let (team_key, user_key) = cache_key.clone();
-    let looked_up = state
-        .policy_lookups
-        .run(cache_key.clone(), move || async move {
-            load_policy(&store, &team_key, &user_key).await
-        })
-        .await;
-    let policy = match looked_up {
-        Ok(policy) => policy,
-        Err(error) => {
-            if let Some(known) = state.last_known_policies.get(&cache_key) {
-                state.metrics.store_fallback();
-                return Ok(known);
-            }
-            tracing::warn!(%error, "Team policy lookup failed and is not known here.");
-            return Err(GatewayError::Unavailable(
-                "The gateway cannot reach its database to check this team; retry shortly.".into(),
-            ));
+type Policy = Option<Arc<MemberPolicy>>;
+
+/// (team, member) → the member's policy, through the cache.
+pub struct PolicyLookup {
+    lookup: CachedLookup<(String, String), Policy, StoreError>,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl PolicyLookup {
+    pub fn new(store: Store, metrics: Arc<Metrics>, ttl_ms: u64) -> PolicyLookup {
+        PolicyLookup {
+            lookup: CachedLookup::new(Duration::from_millis(ttl_ms), 100_000),
+            store,
+            metrics,
         }
-    };
-    if state.cache_generation() == generation {
-        state.policy_cache.insert(cache_key.clone(), policy.clone());
-        state.last_known_policies.insert(cache_key, policy.clone());
     }
-    Ok(policy)
+
+    /// The policy of `user_id` in `team_id`, or `None` when the user is not
+    /// an active member of a live team.
+    pub async fn member_policy(
+        &self,
+        team_id: &str,
+        user_id: &str,
+    ) -> Result<Policy, GatewayError> {
+        let key = (team_id.to_string(), user_id.to_string());
+        let store = self.store.clone();
+        let (team, user) = key.clone();
+        let answer = self
+            .lookup
+            .get(
+                &key,
+                move || async move { load(&store, &team, &user).await },
+            )
+            .await;
+        match answer {
+            Ok((policy, origin)) => {
+                if origin == Origin::LastKnown {
+                    self.metrics.store_fallback();
+                }
+                Ok(policy)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Team policy lookup failed and is not known here.");
+                Err(GatewayError::Unavailable(
+                    "The gateway cannot reach its database to check this team; retry shortly."
+                        .into(),
+                ))
+            }
+        }
+    }
+}
+
+impl Forget for PolicyLookup {
+    fn forget(&self, what: &Invalidation) {
+        if *what == Invalidation::Policies {
+            self.lookup.forget_all();
+        }
+    }
+
+    fn forget_cached(&self) {
+        self.lookup.forget_all();
+    }
 }
 
 /// Reads a member's policy from the database (one query per table).
-async fn load_policy(
-    store: &crate::store::Store,
-    team_id: &str,
-    user_id: &str,
-) -> Result<Option<Arc<MemberPolicy>>, crate::store::StoreError> {
+async fn load(store: &Store, team_id: &str, user_id: &str) -> Result<Policy, StoreError> {
     let Some(team) = store.team(team_id).await? else {
         return Ok(None);
     };
@@ -123,16 +115,11 @@ async fn load_policy(
         team_id: team.id,
         team_name: team.name,
         owner_id: team.owner_id,
-        role: member.role,
-        enforcement: Enforcement::parse(&team.enforcement).unwrap_or(Enforcement::Hard),
+        role: Role::parse(&member.role)?,
+        enforcement: Enforcement::parse(&team.enforcement)?,
         limit: member.monthly_limit.or(team.default_monthly_limit),
         restricted_models: team.restricted_models,
     })))
-}
-
-/// Forgets cached policies after a change made in this process.
-pub fn forget_policies(state: &AppState) {
-    crate::invalidate::broadcast(state, crate::invalidate::Invalidation::Policies);
 }
 
 /// Whether `model` is usable under these restrictions.
@@ -179,44 +166,6 @@ pub fn validate_glob(pattern: &str) -> Result<(), String> {
     }
 }
 
-/// A UTC calendar month.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Period {
-    /// `YYYY-MM`.
-    pub key: String,
-    pub start_ms: i64,
-    /// The first instant of the next month: when limits reset.
-    pub end_ms: i64,
-}
-
-fn month_start_ms(year: i32, month: Month) -> i64 {
-    Date::from_calendar_date(year, month, 1)
-        .map(|d| d.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp() * 1000)
-        .unwrap_or(0)
-}
-
-/// The month containing `ms`.
-pub fn period_of(ms: i64) -> Period {
-    let at = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let (year, month) = (at.year(), at.month());
-    let (next_year, next_month) = if month == Month::December {
-        (year + 1, Month::January)
-    } else {
-        (year, month.next())
-    };
-    Period {
-        key: format!("{year:04}-{:02}", u8::from(month)),
-        start_ms: month_start_ms(year, month),
-        end_ms: month_start_ms(next_year, next_month),
-    }
-}
-
-/// The month before the one containing `ms`.
-pub fn previous_period(ms: i64) -> Period {
-    period_of(period_of(ms).start_ms - 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,19 +182,5 @@ mod tests {
         assert!(validate_glob("claude-opus-*").is_ok());
         assert!(validate_glob("claude [x]").is_err());
         assert!(validate_glob("").is_err());
-    }
-
-    #[test]
-    fn periods_are_utc_months() {
-        // 2026-11-28T08:00:00Z
-        let period = period_of(1_795_852_800_000);
-        assert_eq!(period.key, "2026-11");
-        assert_eq!(period.start_ms, 1_793_491_200_000); // 2026-11-01
-        assert_eq!(period.end_ms, 1_796_083_200_000); // 2026-12-01
-        let december = period_of(period.end_ms);
-        assert_eq!(december.key, "2026-12");
-        assert_eq!(period_of(december.end_ms).key, "2027-01");
-        assert_eq!(period_of(period.end_ms - 1).key, "2026-11");
-        assert_eq!(previous_period(period.start_ms).key, "2026-10");
     }
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::app::AppState;
 use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::providers::Endpoint;
+use crate::state::AppState;
 use crate::{admin, dashboard, ops, proxy};
 
 pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
@@ -42,5 +42,5 @@ fn refuse(error: GatewayError, anthropic: bool) -> Response<Body> {
     } else {
         ErrorShape::OpenAi
     };
-    error.into_response(shape, &crate::keys::new_request_id())
+    error.into_response(shape, &crate::domain::RequestId::new())
 }

@@ -94,7 +94,9 @@ where
                     };
                     // The task cannot remove its entry before it is
                     // inserted: removal takes the lock held here.
-                    let task = tokio::spawn(async move {
+                    // Detached, not tracked: every waiter awaits it, and a
+                    // lookup left without waiters is a bounded read.
+                    let task = crate::tasks::detached(async move {
                         let _done = done;
                         lookup.await.map_err(Arc::new)
                     });
@@ -130,6 +132,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests spawn concurrent callers.
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;

@@ -12,11 +12,10 @@ use serde_json::{json, Value};
 
 use super::teams::{access, Role};
 use super::{audit, json as body, respond, rfc3339, store_error, Caller};
-use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
-use crate::policy;
+use crate::state::AppState;
 use crate::store::{Invitation, JoinRequest};
 
 const DEFAULT_EXPIRY_HOURS: i64 = 7 * 24;
@@ -268,7 +267,7 @@ pub async fn accept(
         .add_member(&team.id, &user.id, &invitation.role, now)
         .await
         .map_err(store_error)?;
-    policy::forget_policies(state);
+    state.forget_policies();
     audit(
         state,
         Some(&team.id),
@@ -485,7 +484,7 @@ pub async fn decide(
             .add_member(team_id, &request.user_id, Role::Member.as_str(), now)
             .await
             .map_err(store_error)?;
-        policy::forget_policies(state);
+        state.forget_policies();
     }
     let action = if approve {
         "join_request.approve"

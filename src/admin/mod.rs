@@ -17,12 +17,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::auth::{self, Principal};
 use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::keys;
 use crate::money::Money;
+use crate::state::AppState;
 
 /// Who is calling a management route.
 #[derive(Debug, Clone)]
@@ -64,10 +64,10 @@ async fn authenticate(
     request: &Request<Incoming>,
 ) -> Result<Caller, GatewayError> {
     let token = auth::credential(request.headers()).ok_or(GatewayError::InvalidApiKey)?;
-    if auth::is_operator(state, token) {
+    if state.is_operator(token) {
         return Ok(Caller::Operator);
     }
-    Ok(Caller::User(auth::authenticate_key(state, token).await?))
+    Ok(Caller::User(state.keys.authenticate(token).await?))
 }
 
 async fn route(
@@ -221,4 +221,4 @@ pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, G
         .ok_or_else(|| GatewayError::internal("balance counter missing after its seed"))
 }
 
-pub use crate::app::rfc3339;
+pub use crate::clock::rfc3339;

@@ -12,12 +12,13 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::{audit, current_balance, json as body, respond, rfc3339, store_error, Caller};
-use crate::app::AppState;
+use crate::domain::Enforcement;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
 use crate::money::Money;
-use crate::policy::{self, Enforcement};
+use crate::policy;
+use crate::state::AppState;
 use crate::store::{Member, Team};
 
 /// Roles, ordered by rights.
@@ -143,7 +144,7 @@ fn team_settings_json(team: &Team) -> Value {
 
 /// The overview of a team.
 async fn overview_json(state: &AppState, team: &Team) -> Result<Value, GatewayError> {
-    let period = policy::period_of(state.clock.now_ms());
+    let period = crate::clock::period_of(state.clock.now_ms());
     let members = state.store.members(&team.id).await.map_err(store_error)?;
     let pending = state
         .store
@@ -299,19 +300,22 @@ pub async fn update(
         team.default_monthly_limit = limit_input(value, "default_monthly_limit_usd")?;
     }
     if let Some(value) = input.get("enforcement") {
-        let enforcement = value.as_str().and_then(Enforcement::parse).ok_or_else(|| {
-            GatewayError::invalid(
-                "'enforcement' must be \"soft\" or \"hard\".",
-                Some("enforcement"),
-            )
-        })?;
+        let enforcement = value
+            .as_str()
+            .and_then(|text| Enforcement::parse(text).ok())
+            .ok_or_else(|| {
+                GatewayError::invalid(
+                    "'enforcement' must be \"soft\" or \"hard\".",
+                    Some("enforcement"),
+                )
+            })?;
         team.enforcement = enforcement.as_str().into();
     }
     if let Some(value) = input.get("restricted_models") {
         team.restricted_models = restricted_models(value)?;
     }
     state.store.update_team(&team).await.map_err(store_error)?;
-    policy::forget_policies(state);
+    state.forget_policies();
     audit(
         state,
         Some(&team.id),
@@ -369,7 +373,7 @@ pub async fn delete(
         .delete_team(team_id, state.clock.now_ms())
         .await
         .map_err(store_error)?;
-    policy::forget_policies(state);
+    state.forget_policies();
     audit(
         state,
         Some(team_id),
@@ -420,7 +424,7 @@ pub async fn transfer(
         .transfer_team(team_id, &access.team.owner_id, new_owner)
         .await
         .map_err(store_error)?;
-    policy::forget_policies(state);
+    state.forget_policies();
     audit(
         state,
         Some(team_id),
@@ -461,7 +465,7 @@ pub async fn members(
     team_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let access = access(state, caller, team_id, Role::Member).await?;
-    let period = policy::period_of(state.clock.now_ms());
+    let period = crate::clock::period_of(state.clock.now_ms());
     let members = state.store.members(team_id).await.map_err(store_error)?;
     let spends = state
         .store
@@ -524,7 +528,7 @@ pub async fn update_member(
         .update_member(team_id, user_id, &role, limit)
         .await
         .map_err(store_error)?;
-    policy::forget_policies(state);
+    state.forget_policies();
     audit(
         state,
         Some(team_id),
@@ -542,7 +546,7 @@ pub async fn update_member(
         monthly_limit: limit,
         ..member
     };
-    let period = policy::period_of(state.clock.now_ms());
+    let period = crate::clock::period_of(state.clock.now_ms());
     let spend = state
         .store
         .member_spend(team_id, user_id, period.start_ms, period.end_ms)
@@ -578,7 +582,7 @@ pub async fn remove_member(
         .remove_member(team_id, user_id, state.clock.now_ms())
         .await
         .map_err(store_error)?;
-    policy::forget_policies(state);
+    state.forget_policies();
     let action = if leaving {
         "member.leave"
     } else {

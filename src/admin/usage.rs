@@ -13,11 +13,10 @@ use time::{Date, OffsetDateTime, Time};
 
 use super::teams::{access, Role};
 use super::{respond, rfc3339, store_error, Caller};
-use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::money::Money;
-use crate::policy;
+use crate::state::AppState;
 use crate::store::teams::{day_of, GroupBy, UsageGroup};
 
 const DAY_MS: i64 = 86_400_000;
@@ -151,7 +150,7 @@ pub async fn report(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
-    let period = policy::period_of(state.clock.now_ms());
+    let period = crate::clock::period_of(state.clock.now_ms());
     let from = match param("from") {
         Some(text) => bound(text, "from", false)?,
         None => period.start_ms,

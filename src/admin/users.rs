@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{audit, current_balance, json as body, respond, rfc3339, store_error, Caller};
-use crate::app::AppState;
-use crate::auth;
+use crate::domain::BillingChoice;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
+use crate::state::AppState;
 use crate::store::{Credit, KeyRow, StoreError, User};
 
 #[derive(Deserialize)]
@@ -67,26 +67,22 @@ async fn billing(
     state: &AppState,
     user_id: &str,
     value: Option<&str>,
-) -> Result<String, GatewayError> {
-    match value.map(str::trim) {
-        None | Some("personal") => Ok("personal".into()),
-        Some(other) if other.strip_prefix("team:").is_some_and(|id| !id.is_empty()) => {
-            let team_id = &other["team:".len()..];
-            match state
-                .store
-                .member(team_id, user_id)
-                .await
-                .map_err(store_error)?
-            {
-                Some(_) => Ok(other.to_string()),
-                None => Err(GatewayError::NotATeamMember(team_id.to_string())),
-            }
+) -> Result<BillingChoice, GatewayError> {
+    let choice = match value {
+        None => BillingChoice::Personal,
+        Some(text) => BillingChoice::parse(text).map_err(|_| {
+            GatewayError::invalid(
+                "'billing' must be \"personal\" or \"team:<team_id>\".",
+                Some("billing"),
+            )
+        })?,
+    };
+    if let BillingChoice::Team(team_id) = &choice {
+        if state.store.member(team_id, user_id).await?.is_none() {
+            return Err(GatewayError::NotATeamMember(team_id.clone()));
         }
-        Some(_) => Err(GatewayError::invalid(
-            "'billing' must be \"personal\" or \"team:<team_id>\".",
-            Some("billing"),
-        )),
     }
+    Ok(choice)
 }
 
 /// `POST /api/users` (operator).
@@ -328,7 +324,7 @@ pub async fn update_my_key(
         .set_key_billing(&key.id, &key.billing)
         .await
         .map_err(store_error)?;
-    auth::forget_key(state, &key.key_hash);
+    state.forget_key(&key.key_hash);
     audit(
         state,
         None,
@@ -356,7 +352,7 @@ pub async fn revoke_my_key(
         .revoke_key(&key.id, at)
         .await
         .map_err(store_error)?;
-    auth::forget_key(state, &key.key_hash);
+    state.forget_key(&key.key_hash);
     key.revoked_at = Some(at);
     audit(state, None, caller, "key.revoke", Some(&key.id), None, None).await?;
     respond(StatusCode::OK, &key_json(&key))

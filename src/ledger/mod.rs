@@ -1,7 +1,7 @@
 //! The ledger writer: attribution rows reach the store off the request path,
 //! and none is lost.
 //!
-//! Settlement hands a [`UsageRow`] to [`LedgerSender::record`], which never
+//! Settlement hands an [`Entry`] to [`LedgerSender::record`], which never
 //! waits: a full queue hands the row to a tracked task that waits for room,
 //! and admission refuses new requests (503) while the queue is full, so the
 //! rows in memory are bounded by the capacity plus the requests in flight.
@@ -20,7 +20,15 @@
 //! is killed (SIGKILL, power loss). They spend one flush interval there
 //! (50 ms by default) while the database answers.
 
+mod entry;
+mod rows;
+mod settle;
 pub mod spool;
+mod writer;
+
+pub use self::entry::Entry;
+pub use self::settle::Settler;
+pub use self::writer::write_rows;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,13 +37,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use self::spool::Spool;
-use crate::accounts;
+use self::writer::Writer;
 use crate::config::LedgerConfig;
 use crate::counters::Counters;
-use crate::store::{Store, UsageRow};
+use crate::store::Store;
+use crate::tasks::{self, Tasks};
 
 /// Counts shared with `/metrics` and `/readyz`.
 #[derive(Debug, Default)]
@@ -70,9 +78,9 @@ impl LedgerStats {
 /// The request path's handle on the ledger.
 #[derive(Clone)]
 pub struct LedgerSender {
-    tx: mpsc::Sender<UsageRow>,
+    tx: mpsc::Sender<Entry>,
     capacity: u64,
-    tasks: TaskTracker,
+    tasks: Tasks,
     spool_dir: PathBuf,
     pub stats: Arc<LedgerStats>,
 }
@@ -91,7 +99,7 @@ impl LedgerSender {
     }
 
     /// Queues a row without waiting.
-    pub fn record(&self, row: UsageRow) {
+    pub fn record(&self, row: Entry) {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(row) {
             Ok(()) => {}
@@ -123,7 +131,7 @@ pub fn start(
     store: Store,
     counters: Arc<Counters>,
     config: &LedgerConfig,
-    tasks: TaskTracker,
+    tasks: Tasks,
     shutdown: CancellationToken,
 ) -> Result<(LedgerSender, tokio::task::JoinHandle<()>), SpoolError> {
     let spool_dir = PathBuf::from(&config.spool_dir);
@@ -153,207 +161,8 @@ pub fn start(
         spool: Arc::new(Mutex::new(spool)),
         spooling,
     };
-    let handle = tokio::spawn(writer.run(rx, shutdown));
+    // Detached, not tracked: shutdown awaits this handle after the tracked
+    // tasks (which may still queue rows) have ended.
+    let handle = tasks::detached(writer.run(rx, shutdown));
     Ok((sender, handle))
-}
-
-struct Writer {
-    store: Store,
-    counters: Arc<Counters>,
-    batch_size: usize,
-    flush_interval: Duration,
-    write_timeout: Duration,
-    replay_interval: Duration,
-    stats: Arc<LedgerStats>,
-    spool: Arc<Mutex<Spool>>,
-    spooling: bool,
-}
-
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<UsageRow>, shutdown: CancellationToken) {
-        let mut batch: Vec<UsageRow> = Vec::with_capacity(self.batch_size);
-        let mut next_replay = tokio::time::Instant::now();
-        loop {
-            // Wait for a first row, a replay tick (while spooling), or shutdown.
-            let first = tokio::select! {
-                row = rx.recv() => row,
-                () = shutdown.cancelled() => None,
-                () = tokio::time::sleep_until(next_replay), if self.spooling => {
-                    self.replay().await;
-                    next_replay = tokio::time::Instant::now() + self.replay_interval;
-                    continue;
-                }
-            };
-            let Some(first) = first else { break };
-            batch.push(first);
-            // Take what is queued; if that is not a full batch, sleep once
-            // until the flush deadline and take what came meanwhile. Waiting
-            // on the queue instead woke this task (and armed a timer) for
-            // every row: one cross-thread wake-up per request.
-            self.take_queued(&mut rx, &mut batch);
-            if batch.len() < self.batch_size {
-                tokio::select! {
-                    () = tokio::time::sleep(self.flush_interval) => {}
-                    () = shutdown.cancelled() => {}
-                }
-                self.take_queued(&mut rx, &mut batch);
-            }
-            self.write(&mut batch).await;
-        }
-        // Drain: everything still queued goes to the database or the spool.
-        rx.close();
-        while let Some(row) = rx.recv().await {
-            batch.push(row);
-            if batch.len() >= self.batch_size {
-                self.write(&mut batch).await;
-            }
-        }
-        self.write(&mut batch).await;
-        if self.spooling {
-            self.replay().await;
-        }
-    }
-
-    /// Moves queued rows into `batch`, up to a full batch, without waiting.
-    fn take_queued(&self, rx: &mut mpsc::Receiver<UsageRow>, batch: &mut Vec<UsageRow>) {
-        while batch.len() < self.batch_size {
-            match rx.try_recv() {
-                Ok(row) => batch.push(row),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Stores a batch in the database, else in the spool; never drops it.
-    async fn write(&mut self, batch: &mut Vec<UsageRow>) {
-        if batch.is_empty() {
-            return;
-        }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if !self.spooling {
-                if self.store_rows(batch).await {
-                    self.stats
-                        .written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                    return;
-                }
-                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                self.spooling = true;
-                self.stats.spooling.store(true, Ordering::Relaxed);
-            }
-            match self.append_to_spool(batch).await {
-                Ok(()) => {
-                    self.stats
-                        .spooled
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.stats.spool_failed.store(false, Ordering::Relaxed);
-                    batch.clear();
-                    return;
-                }
-                Err(error) => {
-                    // Neither the database nor the disk: keep the rows, refuse
-                    // new requests, and try both again.
-                    tracing::error!(rows = batch.len(), %error, "Spool write failed; refusing new requests.");
-                    self.stats.spool_failed.store(true, Ordering::Relaxed);
-                    self.spooling = false;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Writes rows to the database. The write runs on its own task and is
-    /// never cancelled mid-transaction (that could leave its counter locks
-    /// held); past `write_timeout` the writer stops waiting and treats the
-    /// batch as failed. If the write then completes anyway, the rows' later
-    /// replay finds them stored and changes nothing.
-    async fn store_rows(&self, rows: &[UsageRow]) -> bool {
-        let store = self.store.clone();
-        let counters = self.counters.clone();
-        let rows = rows.to_vec();
-        let count = rows.len();
-        let write =
-            tokio::spawn(async move { accounts::write_rows(&store, &counters, &rows).await });
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(Ok(Ok(_))) => true,
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(rows = count, %error, "Ledger batch failed; spooling.");
-                false
-            }
-            Ok(Err(error)) => {
-                tracing::error!(rows = count, %error, "Ledger write task failed; spooling.");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(rows = count, "Ledger batch timed out; spooling.");
-                false
-            }
-        }
-    }
-
-    async fn append_to_spool(&self, batch: &[UsageRow]) -> std::io::Result<()> {
-        let spool = self.spool.clone();
-        let rows = batch.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let mut spool = spool
-                .lock()
-                .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
-            spool.append(&rows)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-    }
-
-    /// Moves the spool into the database, oldest first. Stops at the first
-    /// failure; a replay file is deleted only when all its rows are stored.
-    async fn replay(&mut self) {
-        let spool = self.spool.clone();
-        let files = tokio::task::spawn_blocking(move || {
-            spool
-                .lock()
-                .map_err(|_| std::io::Error::other("spool lock poisoned"))
-                .and_then(|mut s| s.take_for_replay())
-        })
-        .await;
-        let files = match files {
-            Ok(Ok(files)) => files,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "Spool cannot be read.");
-                return;
-            }
-            Err(error) => {
-                tracing::error!(%error, "Spool replay task failed.");
-                return;
-            }
-        };
-        for file in files {
-            let records = match spool::read_records(&file) {
-                Ok(records) => records,
-                Err(error) => {
-                    tracing::error!(file = %file.display(), %error, "Spool file cannot be read.");
-                    return;
-                }
-            };
-            for rows in &records {
-                if !self.store_rows(rows).await {
-                    return;
-                }
-            }
-            let rows: u64 = records.iter().map(|r| r.len() as u64).sum();
-            if let Err(error) = std::fs::remove_file(&file) {
-                tracing::error!(file = %file.display(), %error, "Replayed spool file not removed.");
-                return;
-            }
-            self.stats.replayed.fetch_add(rows, Ordering::Relaxed);
-            tracing::info!(rows, "Spooled ledger rows replayed.");
-        }
-        let spool_empty = self.spool.lock().map(|s| s.is_empty()).unwrap_or(false);
-        if spool_empty {
-            self.spooling = false;
-            self.stats.spooling.store(false, Ordering::Relaxed);
-        }
-    }
 }

@@ -14,7 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::store::UsageRow;
+use super::Entry;
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 const CURRENT: &str = "spool.log";
@@ -36,7 +36,7 @@ impl Spool {
     }
 
     /// Appends rows durably.
-    pub fn append(&mut self, rows: &[UsageRow]) -> io::Result<()> {
+    pub fn append(&mut self, rows: &[Entry]) -> io::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -65,7 +65,7 @@ impl Spool {
         let current = self.dir.join(CURRENT);
         if current.exists() && fs::metadata(&current)?.len() > 0 {
             let next = self.replay_files()?.len();
-            let stamp = crate::app::now_ms();
+            let stamp = crate::clock::now_ms();
             fs::rename(
                 &current,
                 self.dir.join(format!("replay-{stamp:013}-{next:06}.log")),
@@ -104,7 +104,7 @@ impl Spool {
 }
 
 /// Reads the good records of a spool file, in order.
-pub fn read_records(path: &Path) -> io::Result<Vec<Vec<UsageRow>>> {
+pub fn read_records(path: &Path) -> io::Result<Vec<Vec<Entry>>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut records = Vec::new();
@@ -122,7 +122,7 @@ pub fn read_records(path: &Path) -> io::Result<Vec<Vec<UsageRow>>> {
         if CRC.checksum(payload) != checksum {
             break;
         }
-        match serde_json::from_slice::<Vec<UsageRow>>(payload) {
+        match serde_json::from_slice::<Vec<Entry>>(payload) {
             Ok(rows) => records.push(rows),
             Err(_) => break,
         }
@@ -135,12 +135,10 @@ pub fn read_records(path: &Path) -> io::Result<Vec<Vec<UsageRow>>> {
 mod tests {
     use super::*;
 
-    fn row(id: &str) -> UsageRow {
-        UsageRow {
-            request_id: id.into(),
-            cost_nano: 42,
-            ..UsageRow::default()
-        }
+    fn row(id: &str) -> Entry {
+        let mut entry = Entry::draft(id.to_string().into(), "u", "k", "chat.completions", 0);
+        entry.cost_nano = 42;
+        entry
     }
 
     #[test]
@@ -164,7 +162,7 @@ mod tests {
         let records = read_records(&files[0]).unwrap();
         let ids: Vec<Vec<String>> = records
             .iter()
-            .map(|r| r.iter().map(|row| row.request_id.clone()).collect())
+            .map(|r| r.iter().map(|row| row.request_id.to_string()).collect())
             .collect();
         assert_eq!(
             ids,

@@ -1,22 +1,22 @@
 //! Providers: what each upstream kind needs on the wire.
 //!
-//! Owns the routes (`Endpoint`), the upstream URL and auth headers of each
-//! provider kind, the one body rewrite Tollgate makes (model name, and
-//! `stream_options.include_usage` for streamed chat/completions), and the
-//! pooled HTTPS client. Response bytes are never rewritten here.
+//! Owns the routes (`Endpoint`), the one body rewrite Tollgate makes (model
+//! name, and `stream_options.include_usage` for streamed chat/completions:
+//! [`plan_rewrite`] decides it, [`Rewrite::apply`] makes it), and the
+//! upstream itself (`upstream.rs`: URL and auth headers of each provider
+//! kind, the pooled HTTPS client, and the built-in mock, which answers
+//! through the same path). Response bytes are never rewritten here.
 
 pub mod mock;
+mod upstream;
 
-use std::time::Duration;
+pub use self::upstream::{
+    build_client, prepare, Prepared, SendError, UpstreamBody, UpstreamClient,
+};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::config::{ProviderConfig, ProviderKind, UpstreamConfig};
+use crate::config::{ProviderConfig, ProviderKind};
 use crate::meter::Protocol;
 
 /// A model route of the public API.
@@ -97,54 +97,54 @@ pub fn serves(kind: ProviderKind, endpoint: Endpoint) -> bool {
     }
 }
 
-/// The pooled upstream client: HTTP/1.1 keep-alive and h2 over rustls,
-/// TCP_NODELAY (no Nagle stall on streams), connect timeout.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-pub fn build_client(config: &UpstreamConfig) -> Result<UpstreamClient, rustls::Error> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+/// What Tollgate changes in a request body before it goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rewrite<'a> {
+    /// The upstream's name of the model, where it differs from the client's.
+    pub model: Option<&'a str>,
+    /// Ask for the usage chunk (`stream_options.include_usage`) the client
+    /// did not ask for; the chunk is then hidden from the client.
+    pub include_usage: bool,
 }
 
-/// Applies Tollgate's one body rewrite. Returns the new body, or `None`
-/// when the client's bytes can go upstream unchanged, and whether the
-/// usage-only chunk must be hidden from the client.
-pub fn rewrite_body(
-    request: &mut Value,
+/// The one decision of what to rewrite. `asked_for_usage`: the client's
+/// own `stream_options.include_usage`.
+pub fn plan_rewrite<'a>(
     endpoint: Endpoint,
     provider: &ProviderConfig,
-    upstream_model: &str,
     client_model: &str,
+    upstream_model: &'a str,
     stream: bool,
-) -> (bool, bool) {
-    let mut changed = false;
-    let mut strip_usage = false;
-    if upstream_model != client_model {
-        if let Some(model) = request.get_mut("model") {
-            *model = Value::String(upstream_model.to_string());
-            changed = true;
-        }
+    asked_for_usage: bool,
+) -> Rewrite<'a> {
+    Rewrite {
+        model: (upstream_model != client_model).then_some(upstream_model),
+        include_usage: stream
+            && endpoint.takes_stream_options()
+            && provider.inject_stream_usage
+            && !asked_for_usage,
     }
-    if stream && endpoint.takes_stream_options() && provider.inject_stream_usage {
-        let asked = request
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if !asked {
+}
+
+impl Rewrite<'_> {
+    /// Whether the client's bytes can go upstream unchanged.
+    pub fn is_none(&self) -> bool {
+        self.model.is_none() && !self.include_usage
+    }
+
+    /// Applies the rewrite to a parsed body. Returns whether the body
+    /// changed and whether the usage chunk was asked for (and so must be
+    /// hidden from the client).
+    pub fn apply(&self, request: &mut Value) -> (bool, bool) {
+        let mut changed = false;
+        let mut strip_usage = false;
+        if let Some(upstream_model) = self.model {
+            if let Some(model) = request.get_mut("model") {
+                *model = Value::String(upstream_model.to_string());
+                changed = true;
+            }
+        }
+        if self.include_usage {
             if let Some(object) = request.as_object_mut() {
                 let options = object
                     .entry("stream_options")
@@ -156,51 +156,8 @@ pub fn rewrite_body(
                 }
             }
         }
+        (changed, strip_usage)
     }
-    (changed, strip_usage)
-}
-
-/// Builds the upstream request for a real provider.
-pub fn upstream_request(
-    provider: &ProviderConfig,
-    endpoint: Endpoint,
-    body: Bytes,
-    client_headers: &http::HeaderMap,
-) -> Result<http::Request<Full<Bytes>>, http::Error> {
-    let url = format!("{}{}", provider.base_url, endpoint.suffix());
-    let mut builder = http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::ACCEPT, "application/json, text/event-stream");
-    match provider.kind {
-        ProviderKind::Anthropic => {
-            if !provider.api_key.is_empty() {
-                builder = builder.header("x-api-key", provider.api_key.expose());
-            }
-            let version = client_headers
-                .get("anthropic-version")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(&provider.anthropic_version);
-            builder = builder.header("anthropic-version", version);
-            if let Some(beta) = client_headers.get("anthropic-beta") {
-                builder = builder.header("anthropic-beta", beta);
-            }
-        }
-        ProviderKind::OpenAi | ProviderKind::Mock => {
-            if !provider.api_key.is_empty() {
-                builder = builder.header(
-                    http::header::AUTHORIZATION,
-                    format!("Bearer {}", provider.api_key.expose()),
-                );
-            }
-            if let Some(beta) = client_headers.get("openai-beta") {
-                builder = builder.header("openai-beta", beta);
-            }
-        }
-    }
-    for (name, value) in &provider.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder.body(Full::new(body))
 }
 
 #[cfg(test)]
@@ -223,14 +180,15 @@ mod tests {
     #[test]
     fn injects_include_usage_and_keeps_other_options() {
         let mut body = serde_json::json!({"model":"a","stream":true,"stream_options":{"include_obfuscation":false}});
-        let (changed, strip) = rewrite_body(
-            &mut body,
+        let (changed, strip) = plan_rewrite(
             Endpoint::ChatCompletions,
             &provider(ProviderKind::OpenAi),
-            "b",
             "a",
+            "b",
             true,
-        );
+            false,
+        )
+        .apply(&mut body);
         assert!(changed && strip);
         assert_eq!(body["model"], "b");
         assert_eq!(body["stream_options"]["include_usage"], true);
@@ -241,14 +199,16 @@ mod tests {
     fn leaves_a_client_that_asked_for_usage_alone() {
         let mut body =
             serde_json::json!({"model":"a","stream":true,"stream_options":{"include_usage":true}});
-        let (changed, strip) = rewrite_body(
-            &mut body,
+        let rewrite = plan_rewrite(
             Endpoint::ChatCompletions,
             &provider(ProviderKind::OpenAi),
             "a",
             "a",
             true,
+            true,
         );
+        assert!(rewrite.is_none());
+        let (changed, strip) = rewrite.apply(&mut body);
         assert!(!changed && !strip);
     }
 }

@@ -8,7 +8,6 @@
 //! timeout, or in `Drop` when the client goes away mid-stream (billed as
 //! `partial`).
 
-use std::collections::VecDeque;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,43 +15,36 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::settle::{Outcome, Pending, Status};
+use super::settle::{Outcome, Pending};
+use crate::domain::Status;
 use crate::http_body::BoxError;
 use crate::meter::{EventAction, Protocol, StreamEnd, StreamMeter};
+use crate::providers::UpstreamBody;
 
-/// Where the stream's bytes come from.
-pub enum Source {
-    Upstream(Incoming),
-    /// The built-in mock provider's chunks.
-    Mock(VecDeque<Bytes>),
-}
-
-impl Source {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
-        match self {
-            Source::Mock(chunks) => Poll::Ready(chunks.pop_front().map(Ok)),
-            Source::Upstream(incoming) => loop {
-                match Pin::new(&mut *incoming).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Poll::Ready(Some(Ok(data)));
-                        }
-                        // Trailers carry nothing we meter.
-                    }
-                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Pending => return Poll::Pending,
+/// The next chunk of data from the upstream (trailers carry nothing we
+/// meter and are skipped).
+fn poll_chunk(
+    body: &mut UpstreamBody,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, BoxError>>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Poll::Ready(Some(Ok(data)));
                 }
-            },
+            }
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
         }
     }
 }
 
 pub struct MeteredBody {
-    source: Source,
+    source: UpstreamBody,
     protocol: Protocol,
     meter: StreamMeter,
     strip_usage: bool,
@@ -66,7 +58,7 @@ pub struct MeteredBody {
 
 impl MeteredBody {
     pub fn new(
-        source: Source,
+        source: UpstreamBody,
         protocol: Protocol,
         strip_usage: bool,
         pending: Pending,
@@ -184,7 +176,7 @@ impl http_body::Body for MeteredBody {
             if this.ended {
                 return Poll::Ready(None);
             }
-            match this.source.poll_chunk(cx) {
+            match poll_chunk(&mut this.source, cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);

@@ -5,8 +5,8 @@
 //! statement are written in the SQL both dialects share (`$N` parameters,
 //! `ON CONFLICT … DO NOTHING`, BIGINT epoch milliseconds and nano-dollars).
 //! Methods are named by intent. The request path calls the store only on a
-//! key-cache miss and to seed a counter; the ledger writer is the only
-//! writer of usage rows.
+//! cache miss (keys, team policies) and to seed a counter; the ledger
+//! writer is the only writer of usage rows, whose SQL is in `ledger/rows.rs`.
 
 pub mod teams;
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, Row};
 
-use crate::counters::Stamps;
+use crate::domain::{BillingChoice, ParseError};
 use crate::money::Money;
 
 /// A storage failure; its detail goes to logs, never to clients.
@@ -30,6 +30,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the lookup stopped before it answered")]
     Interrupted,
+    #[error("a stored value is not valid: {0}")]
+    Invalid(#[from] ParseError),
 }
 
 impl From<crate::singleflight::Interrupted> for StoreError {
@@ -61,7 +63,7 @@ pub struct KeyRow {
     pub name: Option<String>,
     pub prefix: String,
     pub key_hash: String,
-    pub billing: String,
+    pub billing: BillingChoice,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
@@ -85,6 +87,21 @@ impl CounterLock {
     pub async fn rollback(self) {
         let _ = self.tx.rollback().await;
     }
+
+    /// Commits after `result` succeeded; after a failure rolls back at once,
+    /// so no lock outlives the error.
+    pub async fn finish<T, E: From<StoreError>>(self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                self.rollback().await;
+                Err(error)
+            }
+        }
+    }
 }
 
 /// A prepaid credit.
@@ -97,82 +114,8 @@ pub struct Credit<'a> {
     pub at: i64,
 }
 
-/// One attribution row of the ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct UsageRow {
-    pub request_id: String,
-    pub user_id: String,
-    pub key_id: String,
-    pub account_id: String,
-    pub team_id: Option<String>,
-    pub model: String,
-    pub provider: String,
-    pub endpoint: String,
-    pub streamed: bool,
-    pub input_tokens: i64,
-    pub cached_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub output_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_nano: i64,
-    pub usage_source: String,
-    pub status: String,
-    pub error_code: Option<String>,
-    pub http_status: i64,
-    pub latency_ms: i64,
-    pub started_at: i64,
-    pub finished_at: i64,
-    /// Not stored: the counter stamps this row's cost is counted under, and
-    /// the member's spend counter, for the writer's rebuild check.
-    #[serde(default)]
-    pub counted: Stamps,
-    #[serde(default)]
-    pub spend_key: Option<String>,
-}
-
-const USAGE_COLUMNS: &str =
-    "request_id, user_id, key_id, account_id, team_id, model, provider, endpoint, streamed, \
-     input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, \
-     usage_source, status, error_code, http_status, latency_ms, started_at, finished_at";
-const USAGE_COLUMN_COUNT: usize = 22;
-/// Rows per multi-row insert (22 parameters each). SQLite prepares long
-/// statements slowly, so it gets short ones.
-const PG_ROWS_PER_STATEMENT: usize = 100;
-const SQLITE_ROWS_PER_STATEMENT: usize = 128;
 /// Connections in a SQLite pool, whatever `storage.max_connections` says.
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
-
-/// `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING` for `n` rows. SQLite
-/// gets anonymous `?` parameters: numbered ones cost it a name lookup per
-/// parameter on every bind.
-fn insert_usage_sql(n: usize, postgres: bool) -> String {
-    let mut sql = String::with_capacity(64 + n * USAGE_COLUMN_COUNT * 5);
-    sql.push_str("INSERT INTO usage_rows (");
-    sql.push_str(USAGE_COLUMNS);
-    sql.push_str(") VALUES ");
-    let mut param = 0;
-    for i in 0..n {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 0..USAGE_COLUMN_COUNT {
-            if c > 0 {
-                sql.push(',');
-            }
-            param += 1;
-            if postgres {
-                sql.push('$');
-                sql.push_str(&param.to_string());
-            } else {
-                sql.push('?');
-            }
-        }
-        sql.push(')');
-    }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-    sql
-}
 
 /// The database behind the gateway.
 #[derive(Clone, Debug)]
@@ -233,6 +176,11 @@ impl Store {
         Ok(Store { pool, postgres })
     }
 
+    /// The pool, for the modules that own their tables' SQL (`ledger`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.postgres
     }
@@ -288,7 +236,7 @@ impl Store {
         .bind(&key.name)
         .bind(&key.prefix)
         .bind(&key.key_hash)
-        .bind(&key.billing)
+        .bind(key.billing.to_string())
         .bind(key.created_at)
         .execute(&self.pool)
         .await
@@ -336,9 +284,13 @@ impl Store {
         row.map(|r| key_from_row(&r)).transpose()
     }
 
-    pub async fn set_key_billing(&self, key_id: &str, billing: &str) -> Result<(), StoreError> {
+    pub async fn set_key_billing(
+        &self,
+        key_id: &str,
+        billing: &BillingChoice,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE api_keys SET billing = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(billing)
+            .bind(billing.to_string())
             .bind(key_id)
             .execute(&self.pool)
             .await?;
@@ -405,72 +357,6 @@ impl Store {
         Ok(Money::from_nano(credit.saturating_sub(spent)))
     }
 
-    // === Ledger ===
-
-    /// Inserts rows in one transaction; a row whose request id is already
-    /// stored is skipped, so a retried batch never counts twice. Returns the
-    /// rows newly stored.
-    ///
-    /// Rows go in multi-row statements (fewer round trips to the database
-    /// or to SQLite's worker thread), short enough to prepare quickly.
-    pub async fn insert_usage_rows(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = Self::insert_usage_rows_on(&mut tx, rows).await?;
-        tx.commit().await?;
-        Ok(inserted.len() as u64)
-    }
-
-    /// Inserts rows on a connection (inside a counter lock); returns the
-    /// request ids newly stored.
-    pub async fn insert_usage_rows_on(
-        conn: &mut AnyConnection,
-        rows: &[UsageRow],
-    ) -> Result<Vec<String>, StoreError> {
-        let mut inserted = Vec::with_capacity(rows.len());
-        if rows.is_empty() {
-            return Ok(inserted);
-        }
-        let postgres = conn.backend_name() == "PostgreSQL";
-        let per_statement = if postgres {
-            PG_ROWS_PER_STATEMENT
-        } else {
-            SQLITE_ROWS_PER_STATEMENT
-        };
-        for chunk in rows.chunks(per_statement) {
-            let sql = insert_usage_sql(chunk.len(), postgres);
-            let mut query = sqlx::query(&sql);
-            for row in chunk {
-                query = query
-                    .bind(&row.request_id)
-                    .bind(&row.user_id)
-                    .bind(&row.key_id)
-                    .bind(&row.account_id)
-                    .bind(&row.team_id)
-                    .bind(&row.model)
-                    .bind(&row.provider)
-                    .bind(&row.endpoint)
-                    .bind(i64::from(row.streamed))
-                    .bind(row.input_tokens)
-                    .bind(row.cached_tokens)
-                    .bind(row.cache_write_tokens)
-                    .bind(row.output_tokens)
-                    .bind(row.reasoning_tokens)
-                    .bind(row.cost_nano)
-                    .bind(&row.usage_source)
-                    .bind(&row.status)
-                    .bind(&row.error_code)
-                    .bind(row.http_status)
-                    .bind(row.latency_ms)
-                    .bind(row.started_at)
-                    .bind(row.finished_at);
-            }
-            for stored in query.fetch_all(&mut *conn).await? {
-                inserted.push(stored.try_get("request_id")?);
-            }
-        }
-        Ok(inserted)
-    }
-
     /// Opens a transaction holding advisory locks on counters (Postgres;
     /// elsewhere a plain transaction). A counter rebuild takes its lock
     /// exclusively; ledger writes and credits take theirs shared, so a
@@ -501,29 +387,6 @@ impl Store {
             }
         }
         Ok(CounterLock { tx })
-    }
-
-    pub async fn usage_row(&self, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
-        let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_rows WHERE request_id = $1");
-        let row = sqlx::query(&sql)
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| usage_from_row(&r)).transpose()
-    }
-
-    pub async fn usage_rows_of_account(
-        &self,
-        account_id: &str,
-    ) -> Result<Vec<UsageRow>, StoreError> {
-        let sql = format!(
-            "SELECT {USAGE_COLUMNS} FROM usage_rows WHERE account_id = $1 ORDER BY started_at, request_id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(account_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(usage_from_row).collect()
     }
 
     // === Settings ===
@@ -568,37 +431,8 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         key_hash: row.try_get("key_hash")?,
-        billing: row.try_get("billing")?,
+        billing: BillingChoice::parse(&row.try_get::<String, _>("billing")?)?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-fn usage_from_row(row: &AnyRow) -> Result<UsageRow, StoreError> {
-    Ok(UsageRow {
-        request_id: row.try_get("request_id")?,
-        user_id: row.try_get("user_id")?,
-        key_id: row.try_get("key_id")?,
-        account_id: row.try_get("account_id")?,
-        team_id: row.try_get("team_id")?,
-        model: row.try_get("model")?,
-        provider: row.try_get("provider")?,
-        endpoint: row.try_get("endpoint")?,
-        streamed: row.try_get::<i64, _>("streamed")? != 0,
-        input_tokens: row.try_get("input_tokens")?,
-        cached_tokens: row.try_get("cached_tokens")?,
-        cache_write_tokens: row.try_get("cache_write_tokens")?,
-        output_tokens: row.try_get("output_tokens")?,
-        reasoning_tokens: row.try_get("reasoning_tokens")?,
-        cost_nano: row.try_get("cost_nano")?,
-        usage_source: row.try_get("usage_source")?,
-        status: row.try_get("status")?,
-        error_code: row.try_get("error_code")?,
-        http_status: row.try_get("http_status")?,
-        latency_ms: row.try_get("latency_ms")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        counted: Stamps::default(),
-        spend_key: None,
     })
 }

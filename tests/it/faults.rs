@@ -297,7 +297,7 @@ async fn redis_value(url: &str, key: &str) -> Option<i64> {
 }
 
 fn spend_key(team: &Team) -> String {
-    let period = tollgate::policy::period_of(tollgate::app::now_ms());
+    let period = tollgate::clock::period_of(tollgate::clock::now_ms());
     format!(
         "{PREFIX}:spend:{}:{}:{}",
         team.id, team.member_id, period.key

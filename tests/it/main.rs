@@ -3,6 +3,9 @@
 //! or Redis; only the model provider is a mock, speaking the wire formats.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests spawn mock servers and concurrent clients freely; the ban on bare
+// `tokio::spawn` (clippy.toml) is for the gateway's own tasks.
+#![allow(clippy::disallowed_methods)]
 
 mod helpers;
 

@@ -12,7 +12,8 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use tollgate::app::{App, AppState, Clock};
 use tollgate::config::Config;
-use tollgate::store::{Store, UsageRow};
+use tollgate::ledger::Entry as UsageRow;
+use tollgate::store::Store;
 
 use super::client::{self, Reply as HttpReply};
 

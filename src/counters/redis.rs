@@ -1,0 +1,289 @@
+//! Redis counters: several gateway processes act as one. Each counter is a
+//! hash `{v: value, s: stamp}`; arithmetic is Redis's exact 64-bit HINCRBY
+//! and Lua only compares. Every step is one script (`*.lua` beside this
+//! file) and every call is bounded to 2 s: a call cut off by a dying server
+//! fails (and is retried or refused), it never hangs a request.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::fallback::LocalFallback;
+use super::{CounterError, CounterKey, Reserve, SpendHold, Stamp, Stamps};
+use crate::money::Money;
+
+/// The longest wait for one Redis step.
+const REDIS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a settled hold stays marked: twice a settlement's retry window
+/// (60 s, plus one 2 s try, `Counters::release`), so a retry after a lost
+/// reply finds the mark and changes nothing. Redis keeps one small key per
+/// request settled in this window.
+pub const SETTLED_MARK_SECS: u64 = 120;
+
+/// Spend counters outlive their month by a few days, then expire.
+const SPEND_TTL_SECS: u64 = 40 * 24 * 3600;
+
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, CounterError>>,
+) -> Result<T, CounterError> {
+    tokio::time::timeout(REDIS_CALL_TIMEOUT, call)
+        .await
+        .unwrap_or(Err(CounterError::Timeout(REDIS_CALL_TIMEOUT)))
+}
+
+/// A money amount Redis returned as text.
+fn money(text: &str) -> Result<Money, CounterError> {
+    text.parse()
+        .map(Money::from_nano)
+        .map_err(|_| CounterError::Malformed(text.chars().take(32).collect()))
+}
+
+pub struct RedisCounters {
+    connection: ConnectionManager,
+    prefix: String,
+    reserve: Script,
+    settle: Script,
+    seed: Script,
+    apply: Script,
+    fallback: Option<Box<LocalFallback>>,
+}
+
+impl RedisCounters {
+    pub(super) async fn connect(
+        url: &str,
+        prefix: &str,
+        outage_budget: Option<Money>,
+    ) -> Result<RedisCounters, CounterError> {
+        let client = redis::Client::open(url)?;
+        // Keep reconnecting (every 0.5 s at most) for as long as Redis is
+        // away: a reconnect that gives up would leave the manager failed
+        // after Redis returns. Each call is bounded by `REDIS_CALL_TIMEOUT`.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1_000_000)
+            .set_max_delay(500);
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(RedisCounters {
+            connection,
+            prefix: prefix.to_string(),
+            reserve: Script::new(include_str!("reserve.lua")),
+            settle: Script::new(include_str!("settle.lua")),
+            seed: Script::new(include_str!("seed.lua")),
+            apply: Script::new(include_str!("apply.lua")),
+            fallback: outage_budget.map(|budget| Box::new(LocalFallback::new(budget))),
+        })
+    }
+
+    pub(super) fn fallback(&self) -> Option<&LocalFallback> {
+        self.fallback.as_deref()
+    }
+
+    fn key(&self, key: &CounterKey) -> String {
+        format!("{}:{}", self.prefix, key.name())
+    }
+
+    /// The mark of one request's settlement, kept `SETTLED_MARK_SECS`.
+    fn settled_key(&self, request_id: &str) -> String {
+        format!("{}:settled:{request_id}", self.prefix)
+    }
+
+    /// Reserves in Redis; while Redis is away, from the local fallback when
+    /// the `local` policy is on.
+    pub(super) async fn reserve_or_fall_back(
+        &self,
+        account: &str,
+        amount: Money,
+        spend: Option<SpendHold<'_>>,
+    ) -> Result<Reserve, CounterError> {
+        let answer = bounded(self.reserve(account, amount, spend)).await;
+        let Some(fallback) = &self.fallback else {
+            return answer;
+        };
+        match answer {
+            Ok(reserve) => {
+                fallback.redis_answered(account, spend, &reserve);
+                Ok(reserve)
+            }
+            Err(error) => fallback.reserve(&error, account, amount, spend),
+        }
+    }
+
+    async fn reserve(
+        &self,
+        account: &str,
+        amount: Money,
+        spend: Option<SpendHold<'_>>,
+    ) -> Result<Reserve, CounterError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self
+            .reserve
+            .key(self.key(&CounterKey::Balance(account.to_string())));
+        if let Some(spend) = spend {
+            invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
+        }
+        invocation.arg(amount.nano());
+        invocation.arg(
+            spend
+                .and_then(|s| s.hard_limit)
+                .map_or(String::new(), |l| l.nano().to_string()),
+        );
+        invocation.arg(-amount.nano());
+        let (status, balance, spent, balance_stamp, spend_stamp): (
+            i64,
+            String,
+            String,
+            String,
+            String,
+        ) = invocation.invoke_async(&mut connection).await?;
+        let balance = money(&balance)?;
+        let spent = money(&spent)?;
+        Ok(match status {
+            1 => Reserve::Held {
+                remaining: balance,
+                spend: spend.map(|_| spent),
+                stamps: Stamps {
+                    balance: Stamp::from(balance_stamp),
+                    spend: Stamp::from(spend_stamp),
+                },
+            },
+            0 => Reserve::Insufficient { available: balance },
+            2 => Reserve::LimitReached {
+                spent,
+                limit: spend.and_then(|s| s.hard_limit).unwrap_or(Money::ZERO),
+            },
+            -2 => Reserve::MissingSpend,
+            -1 => Reserve::MissingBalance,
+            other => return Err(CounterError::Malformed(other.to_string())),
+        })
+    }
+
+    pub(super) async fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {
+        let mut connection = self.connection.clone();
+        let expiry = match key {
+            CounterKey::Spend(_) => SPEND_TTL_SECS.to_string(),
+            CounterKey::Balance(_) => String::new(),
+        };
+        bounded(async {
+            let _: i64 = self
+                .seed
+                .key(self.key(key))
+                .arg(value.nano())
+                .arg(crate::keys::random_base62(16))
+                .arg(expiry)
+                .invoke_async(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One settlement step (see `settle.lua`); a hold the outage fallback
+    /// took settles there.
+    pub(super) async fn settle(
+        &self,
+        account: &str,
+        spend_key: Option<&str>,
+        hold: Money,
+        cost: Money,
+        stamps: &Stamps,
+        request_id: &str,
+    ) -> Result<Stamps, CounterError> {
+        if let Some(fallback) = self.fallback.as_deref() {
+            if LocalFallback::took(stamps) {
+                return fallback.settle(account, spend_key, hold, cost);
+            }
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = self
+            .settle
+            .key(self.key(&CounterKey::Balance(account.to_string())));
+        if let Some(key) = spend_key {
+            invocation.key(self.key(&CounterKey::Spend(key.to_string())));
+        }
+        invocation.key(self.settled_key(request_id));
+        let unused = hold.nano().saturating_sub(cost.nano());
+        invocation
+            .arg(stamps.balance.as_str())
+            .arg(stamps.spend.as_str())
+            .arg(unused)
+            .arg(-cost.nano())
+            .arg(-unused)
+            .arg(cost.nano())
+            .arg(SETTLED_MARK_SECS);
+        bounded(async {
+            let (balance, spend): (String, String) =
+                invocation.invoke_async(&mut connection).await?;
+            Ok(Stamps {
+                balance: Stamp::from(balance),
+                spend: Stamp::from(spend),
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn apply_if(
+        &self,
+        key: &CounterKey,
+        delta: i64,
+        stamp: &Stamp,
+    ) -> Result<(), CounterError> {
+        let mut connection = self.connection.clone();
+        bounded(async {
+            let _: i64 = self
+                .apply
+                .key(self.key(key))
+                .arg(delta)
+                .arg(stamp.as_str())
+                .invoke_async(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<Stamp>, CounterError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut pipeline = redis::pipe();
+        for key in keys {
+            pipeline.cmd("HGET").arg(self.key(key)).arg("s");
+        }
+        bounded(async {
+            let stamps: Vec<Option<String>> = pipeline.query_async(&mut connection).await?;
+            Ok(stamps
+                .into_iter()
+                .map(|s| Stamp::from(s.unwrap_or_default()))
+                .collect())
+        })
+        .await
+    }
+
+    pub(super) async fn value(&self, key: &CounterKey) -> Result<Option<Money>, CounterError> {
+        let mut connection = self.connection.clone();
+        bounded(async {
+            let value: Option<i64> = redis::cmd("HGET")
+                .arg(self.key(key))
+                .arg("v")
+                .query_async(&mut connection)
+                .await?;
+            Ok(value.map(Money::from_nano))
+        })
+        .await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), CounterError> {
+        let mut connection = self.connection.clone();
+        bounded(async {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}

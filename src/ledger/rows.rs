@@ -1,0 +1,167 @@
+//! The ledger's table, `usage_rows`: its SQL lives here, beside the
+//! [`Entry`] it stores, as methods of the [`Store`] (one database handle,
+//! one pool). Reports over the table are in `store/`.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::Entry;
+use crate::domain::{RequestId, Source, Status};
+use crate::store::{Store, StoreError};
+
+const USAGE_COLUMNS: &str =
+    "request_id, user_id, key_id, account_id, team_id, model, provider, endpoint, streamed, \
+     input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, \
+     usage_source, status, error_code, http_status, latency_ms, started_at, finished_at";
+const USAGE_COLUMN_COUNT: usize = 22;
+/// Rows per multi-row insert (22 parameters each). SQLite prepares long
+/// statements slowly, so it gets short ones.
+const PG_ROWS_PER_STATEMENT: usize = 100;
+const SQLITE_ROWS_PER_STATEMENT: usize = 128;
+
+/// `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING` for `n` rows. SQLite
+/// gets anonymous `?` parameters: numbered ones cost it a name lookup per
+/// parameter on every bind.
+fn insert_usage_sql(n: usize, postgres: bool) -> String {
+    let mut sql = String::with_capacity(64 + n * USAGE_COLUMN_COUNT * 5);
+    sql.push_str("INSERT INTO usage_rows (");
+    sql.push_str(USAGE_COLUMNS);
+    sql.push_str(") VALUES ");
+    let mut param = 0;
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..USAGE_COLUMN_COUNT {
+            if c > 0 {
+                sql.push(',');
+            }
+            param += 1;
+            if postgres {
+                sql.push('$');
+                sql.push_str(&param.to_string());
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+    sql
+}
+
+impl Store {
+    /// Inserts rows in one transaction; a row whose request id is already
+    /// stored is skipped, so a retried batch never counts twice. Returns the
+    /// rows newly stored.
+    ///
+    /// Rows go in multi-row statements (fewer round trips to the database
+    /// or to SQLite's worker thread), short enough to prepare quickly.
+    pub async fn insert_usage_rows(&self, rows: &[Entry]) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = Self::insert_usage_rows_on(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(inserted.len() as u64)
+    }
+
+    /// Inserts rows on a connection (inside a counter lock); returns the
+    /// request ids newly stored.
+    pub async fn insert_usage_rows_on(
+        conn: &mut AnyConnection,
+        rows: &[Entry],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inserted = Vec::with_capacity(rows.len());
+        if rows.is_empty() {
+            return Ok(inserted);
+        }
+        let postgres = conn.backend_name() == "PostgreSQL";
+        let per_statement = if postgres {
+            PG_ROWS_PER_STATEMENT
+        } else {
+            SQLITE_ROWS_PER_STATEMENT
+        };
+        for chunk in rows.chunks(per_statement) {
+            let sql = insert_usage_sql(chunk.len(), postgres);
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(row.request_id.as_str())
+                    .bind(&row.user_id)
+                    .bind(&row.key_id)
+                    .bind(&row.account_id)
+                    .bind(&row.team_id)
+                    .bind(&row.model)
+                    .bind(&row.provider)
+                    .bind(&row.endpoint)
+                    .bind(i64::from(row.streamed))
+                    .bind(row.input_tokens)
+                    .bind(row.cached_tokens)
+                    .bind(row.cache_write_tokens)
+                    .bind(row.output_tokens)
+                    .bind(row.reasoning_tokens)
+                    .bind(row.cost_nano)
+                    .bind(row.usage_source.as_str())
+                    .bind(row.status.as_str())
+                    .bind(&row.error_code)
+                    .bind(row.http_status)
+                    .bind(row.latency_ms)
+                    .bind(row.started_at)
+                    .bind(row.finished_at);
+            }
+            for stored in query.fetch_all(&mut *conn).await? {
+                inserted.push(stored.try_get("request_id")?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    pub async fn usage_row(&self, request_id: &str) -> Result<Option<Entry>, StoreError> {
+        let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_rows WHERE request_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(request_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| entry_from_row(&r)).transpose()
+    }
+
+    pub async fn usage_rows_of_account(&self, account_id: &str) -> Result<Vec<Entry>, StoreError> {
+        let sql = format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_rows WHERE account_id = $1 ORDER BY started_at, request_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+}
+
+fn entry_from_row(row: &AnyRow) -> Result<Entry, StoreError> {
+    Ok(Entry {
+        request_id: RequestId::from(row.try_get::<String, _>("request_id")?),
+        user_id: row.try_get("user_id")?,
+        key_id: row.try_get("key_id")?,
+        account_id: row.try_get("account_id")?,
+        team_id: row.try_get("team_id")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        endpoint: row.try_get("endpoint")?,
+        streamed: row.try_get::<i64, _>("streamed")? != 0,
+        input_tokens: row.try_get("input_tokens")?,
+        cached_tokens: row.try_get("cached_tokens")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        cost_nano: row.try_get("cost_nano")?,
+        usage_source: Source::parse(&row.try_get::<String, _>("usage_source")?)?,
+        status: Status::parse(&row.try_get::<String, _>("status")?)?,
+        error_code: row.try_get("error_code")?,
+        http_status: row.try_get("http_status")?,
+        latency_ms: row.try_get("latency_ms")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        counted: crate::counters::Stamps::default(),
+        spend_key: None,
+    })
+}

@@ -1,0 +1,82 @@
+//! [`Settler`]: the narrow handle a finished request needs — release its
+//! hold on the counters at the exact cost, then queue its entry with the
+//! stamps the cost is counted under. Never waits: in memory the release is
+//! synchronous; on Redis it runs on a tracked task (with retries).
+
+use std::sync::Arc;
+
+use super::{Entry, LedgerSender};
+use crate::clock::Clock;
+use crate::counters::{Counters, Release, Released, Stamps};
+use crate::metrics::Metrics;
+use crate::money::Money;
+use crate::tasks::Tasks;
+
+pub struct Settler {
+    counters: Arc<Counters>,
+    ledger: LedgerSender,
+    tasks: Tasks,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl Settler {
+    pub fn new(
+        counters: Arc<Counters>,
+        ledger: LedgerSender,
+        tasks: Tasks,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Settler {
+        Settler {
+            counters,
+            ledger,
+            tasks,
+            metrics,
+            clock,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Releases `held` at the entry's cost (returning the unused part, or
+    /// taking the excess) in one atomic step, then queues the entry.
+    pub fn settle(self: &Arc<Self>, mut entry: Entry, held: Money, stamps: Stamps) {
+        let release = Release {
+            account: entry.account_id.clone(),
+            spend_key: entry.spend_key.clone(),
+            held,
+            cost: Money::from_nano(entry.cost_nano),
+            stamps,
+            request_id: entry.request_id.to_string(),
+        };
+        let this = self.clone();
+        self.counters
+            .release(&self.tasks, release, move |released| {
+                entry.counted = match released {
+                    Released::Counted(stamps) => stamps,
+                    Released::Failed(stamps) => {
+                        this.metrics.settlement_failed();
+                        stamps
+                    }
+                };
+                this.ledger.record(entry);
+                this.metrics.reservation_closed();
+            });
+    }
+
+    /// Queues the entry of a request refused before it held anything.
+    pub fn record(&self, entry: Entry) {
+        self.ledger.record(entry);
+    }
+}

@@ -1,0 +1,129 @@
+//! Phases 1, 3 and 4: authenticate the key; resolve the model and its
+//! provider, the paying account and the team's restrictions; apply the
+//! per-key rate limit.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use super::ctx::{Billing, RequestCtx, Route};
+use super::request::ClientRequest;
+use crate::auth::{self, Principal};
+use crate::config::ProviderKind;
+use crate::domain::BillingChoice;
+use crate::error::GatewayError;
+use crate::policy;
+use crate::providers;
+use crate::state::AppState;
+
+/// Phase 1: the key, before anything is read from the body (strangers cost
+/// nothing).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<Principal>, GatewayError> {
+    let token = auth::credential(headers).ok_or(GatewayError::InvalidApiKey)?;
+    state.keys.authenticate(token).await
+}
+
+/// Phase 3: model → provider (404), payer (403 for a team one is not in),
+/// the team's restrictions (403), route fits the provider (400).
+pub async fn authorize(
+    state: &AppState,
+    ctx: &mut RequestCtx,
+    request: &ClientRequest,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    let route = Route::find(&state.config, &request.model)
+        .ok_or_else(|| GatewayError::ModelNotFound(request.model.clone()))?;
+    let model = route.model(&state.config);
+    let provider = route.provider(&state.config);
+    ctx.route = Some(route);
+    ctx.entry.provider = provider.name.clone();
+    tracing::Span::current().record("provider", provider.name.as_str());
+    let billing = resolve_billing(state, &ctx.principal, headers).await?;
+    tracing::Span::current().record("payer", billing.account_id.as_str());
+    ctx.entry.account_id = billing.account_id.clone();
+    ctx.entry.team_id = billing.policy.as_ref().map(|p| p.team_id.clone());
+    let restricted = billing
+        .policy
+        .as_ref()
+        .is_some_and(|policy| !policy::model_allowed(&policy.restricted_models, &model.name));
+    ctx.billing = Some(billing);
+    if restricted {
+        return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+    }
+    if !providers::serves(provider.kind, ctx.endpoint) {
+        return Err(GatewayError::invalid(
+            format!(
+                "The model '{}' is served by a provider that does not speak {}; use {}.",
+                model.name,
+                ctx.endpoint.suffix(),
+                if provider.kind == ProviderKind::Anthropic {
+                    "/v1/messages"
+                } else {
+                    "/v1/chat/completions"
+                }
+            ),
+            Some("model"),
+        ));
+    }
+    Ok(())
+}
+
+/// Phase 4: `limits.rpm_per_key` (per process).
+pub fn rate_limit(state: &AppState, principal: &Principal) -> Result<(), GatewayError> {
+    let Some(limiter) = &state.rate_limiter else {
+        return Ok(());
+    };
+    limiter.check_key(&principal.key_id).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        GatewayError::RateLimited {
+            limit: state.config.limits.rpm_per_key,
+            retry_after_secs: wait.as_secs().max(1),
+        }
+    })
+}
+
+/// The paying account: the `x-tollgate-billing` header, else the key's own
+/// setting. A team is paid for by its owner; only its members may bill it.
+pub async fn resolve_billing(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Billing, GatewayError> {
+    let invalid = || {
+        GatewayError::invalid(
+            "x-tollgate-billing must be 'personal' or 'team:<id>'.",
+            Some("x-tollgate-billing"),
+        )
+    };
+    let from_header = match headers.get("x-tollgate-billing") {
+        Some(value) => {
+            let text = value.to_str().map_err(|_| invalid())?;
+            Some(BillingChoice::parse(text).map_err(|_| invalid())?)
+        }
+        None => None,
+    };
+    match from_header.as_ref().unwrap_or(&principal.billing) {
+        BillingChoice::Personal => Ok(Billing {
+            account_id: principal.user_id.clone(),
+            policy: None,
+        }),
+        BillingChoice::Team(team_id) => {
+            match state
+                .policies
+                .member_policy(team_id, &principal.user_id)
+                .await?
+            {
+                Some(policy) => Ok(Billing {
+                    account_id: policy.owner_id.clone(),
+                    policy: Some(policy),
+                }),
+                None => Err(GatewayError::NotATeamMember(team_id.clone())),
+            }
+        }
+    }
+}

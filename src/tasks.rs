@@ -1,0 +1,127 @@
+//! Background work, tracked. Bare `tokio::spawn` is banned by `clippy.toml`:
+//! a task whose end nobody waits for can lose a settlement or a ledger row
+//! at shutdown. [`Tasks::spawn`] tracks the task so shutdown waits for it;
+//! [`detached`] is for the few tasks whose handle is awaited by their owner
+//! (each call says why it is not tracked). A tracked task runs inside the
+//! span that spawned it, so its log lines carry the request's fields.
+
+use std::future::Future;
+
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// The tracked tasks of one gateway: shutdown closes and waits for them.
+#[derive(Clone, Debug, Default)]
+pub struct Tasks(TaskTracker);
+
+impl Tasks {
+    pub fn new() -> Tasks {
+        Tasks(TaskTracker::new())
+    }
+
+    /// Runs `future` on the runtime; shutdown waits for it to end.
+    #[allow(clippy::disallowed_methods)] // The one tracked spawn.
+    pub fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.0.spawn(future.in_current_span());
+    }
+
+    /// Like [`Tasks::spawn`], from code that may run outside a runtime (a
+    /// `Drop` during shutdown): then nothing can run the future, and it is
+    /// dropped. Returns whether it was started.
+    #[allow(clippy::disallowed_methods)] // The one tracked spawn on a handle.
+    pub fn spawn_if_running<F>(&self, future: F) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(self.0.track_future(future.in_current_span()));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// No new tasks are expected; [`Tasks::wait`] can end.
+    pub fn close(&self) {
+        self.0.close();
+    }
+
+    /// Waits until every tracked task has ended (after [`Tasks::close`]).
+    pub async fn wait(&self) {
+        self.0.wait().await;
+    }
+
+    /// Tracked tasks still running.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Runs `future` on its own task, untracked: for a task whose owner keeps
+/// the handle and awaits it (or deliberately stops waiting on it). Every
+/// caller says in a comment why the task is not a tracked one.
+#[allow(clippy::disallowed_methods)] // The one untracked spawn; callers justify theirs.
+pub fn detached<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future)
+}
+
+/// Runs a future inline; if it is dropped before the end (the client went
+/// away), the rest of it moves onto a tracked task and still runs to the
+/// end. Inline costs no task and no thread hop on the common path.
+pub struct RunToEnd<T: Send + 'static> {
+    future: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+    tasks: Tasks,
+}
+
+impl<T: Send + 'static> RunToEnd<T> {
+    pub fn new(tasks: &Tasks, future: impl Future<Output = T> + Send + 'static) -> Self {
+        RunToEnd {
+            future: Some(Box::pin(future)),
+            tasks: tasks.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for RunToEnd<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let Some(future) = self.future.as_mut() else {
+            // Polled again after its end: nothing more will come.
+            return std::task::Poll::Pending;
+        };
+        let polled = future.as_mut().poll(cx);
+        if polled.is_ready() {
+            self.future = None;
+        }
+        polled
+    }
+}
+
+impl<T: Send + 'static> Drop for RunToEnd<T> {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        // Outside a runtime (it is shutting down) nothing can run it on.
+        self.tasks.spawn_if_running(async move {
+            future.await;
+        });
+    }
+}

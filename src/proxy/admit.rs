@@ -11,7 +11,7 @@ use super::request::ClientRequest;
 use super::settle::Hold;
 use crate::accounts::{self, AccountsError};
 use crate::clock::{self, Period};
-use crate::counters::{CounterError, Reserve, SpendHold, Stamps};
+use crate::counters::{Reserve, SpendHold, Stamps};
 use crate::domain::Enforcement;
 use crate::error::GatewayError;
 use crate::money::Money;
@@ -129,11 +129,13 @@ async fn hold_money(
         _ => None,
     };
     for _ in 0..3 {
-        let reserve = state
-            .counters
-            .reserve(held.account, held.amount, spend)
-            .await
-            .map_err(counters_away)?;
+        let reserve = match state.counters.reserve(held.account, held.amount, spend).await {
+            Ok(reserve) => reserve,
+            Err(error) => {
+                tracing::warn!(%error, "Counters unreachable; refusing.");
+                return Err(counters_away().into());
+            }
+        };
         match reserve {
             Reserve::Held { spend, stamps, .. } => return Ok((spend, stamps)),
             Reserve::Insufficient { available } => return Err(Refusal::Insufficient(available)),
@@ -196,20 +198,18 @@ where
     Fut: Future<Output = Result<(), AccountsError>> + Send + 'static,
 {
     let seeding = seed(state.store.clone(), state.counters.clone());
-    state
-        .counter_seeds
-        .run(name, move || seeding)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "Counter step failed.");
-            GatewayError::from(&*error)
-        })
+    match state.counter_seeds.run(name, move || seeding).await {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "Counter seed failed.");
+            Err(GatewayError::from(&*error))
+        }
+    }
 }
 
 /// The counters (Redis) do not answer: money cannot be checked, so the
 /// request is refused (fail closed).
-fn counters_away(error: CounterError) -> GatewayError {
-    tracing::warn!(%error, "Counters unreachable; refusing.");
+fn counters_away() -> GatewayError {
     GatewayError::Unavailable(
         "The gateway cannot reach its counters to check the balance; the request was not forwarded. Retry shortly."
             .into(),

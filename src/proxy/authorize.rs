@@ -40,9 +40,13 @@ pub async fn authorize(
     let provider = route.provider(&state.config);
     ctx.route = Some(route);
     ctx.entry.provider = provider.name.clone();
-    tracing::Span::current().record("provider", provider.name.as_str());
+    // Only a configured model's name goes in the span: the client's text
+    // could be anything, of any length.
+    let span = tracing::Span::current();
+    span.record("model", model.name.as_str());
+    span.record("provider", provider.name.as_str());
     let billing = resolve_billing(state, &ctx.principal, headers).await?;
-    tracing::Span::current().record("payer", billing.account_id.as_str());
+    span.record("payer", billing.account_id.as_str());
     ctx.entry.account_id = billing.account_id.clone();
     ctx.entry.team_id = billing.policy.as_ref().map(|p| p.team_id.clone());
     let restricted = billing

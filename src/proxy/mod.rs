@@ -129,7 +129,6 @@ async fn admit(
     let request = request::read(headers, body, state.config.server.max_body_bytes).await?;
     ctx.entry.model = request.model.clone();
     ctx.entry.streamed = request.stream;
-    tracing::Span::current().record("model", request.model.as_str());
     authorize::authorize(state, ctx, &request, headers).await?;
     authorize::rate_limit(state, &ctx.principal)?;
     let hold = admit::admit(state, ctx, &request).await?;

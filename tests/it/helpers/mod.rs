@@ -1,8 +1,11 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod faults;
 pub mod gateway;
+pub mod proxy;
 pub mod servers;
+pub mod teams;
 pub mod upstream;
 
 /// Reads a file of `tests/fixtures/`.

@@ -1,0 +1,265 @@
+//! Configuration: defaults → TOML file → `TOLLGATE_<SECTION>__<KEY>`
+//! environment overrides → validation.
+//!
+//! Every error names the key it is about (`providers[0].base_url: …`).
+//! Secrets are read through `*_env` indirections and kept in [`Secret`],
+//! whose `Debug` never shows the value. With no file at all the embedded
+//! default applies: SQLite at `./tollgate.db`, in-process counters, and the
+//! built-in `mock` provider.
+
+mod raw;
+mod sections;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Value;
+
+use crate::pricing::ModelPrice;
+
+use self::raw::{apply_override, RawConfig};
+use self::validate::validate;
+
+pub use self::sections::{
+    CacheConfig, LedgerConfig, LimitsConfig, ServerConfig, StorageConfig, UpstreamConfig,
+};
+
+/// A secret value: `Debug` and `Display` print a redaction.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+// === Validated ===
+
+/// What a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible server.
+    OpenAi,
+    /// Anthropic's native Messages API.
+    Anthropic,
+    /// Built in, offline, deterministic.
+    Mock,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL including `/v1`, without a trailing slash.
+    pub base_url: String,
+    pub api_key: Secret,
+    pub anthropic_version: String,
+    /// Add `stream_options.include_usage` to streamed chat/completions.
+    pub inject_stream_usage: bool,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    pub provider: usize,
+    pub upstream_model: String,
+    pub price: ModelPrice,
+    pub max_output_tokens: Option<u64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
+    pub ledger: LedgerConfig,
+    pub cache: CacheConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+}
+
+impl Config {
+    /// Loads from an optional file plus the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|error| {
+                ConfigError::new(path.display().to_string(), format!("cannot read: {error}"))
+            })?,
+            None => String::new(),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::from_parts(&text, &env, |name| std::env::var(name).ok())
+    }
+
+    /// Builds from TOML text, override pairs and a secret lookup. Pure, so
+    /// tests need not touch the process environment.
+    pub fn from_parts(
+        text: &str,
+        overrides: &[(String, String)],
+        lookup_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: Value = if text.trim().is_empty() {
+            Value::Table(Default::default())
+        } else {
+            toml::from_str(text).map_err(|error| {
+                ConfigError::new("(file)", error.to_string().trim_end().to_string())
+            })?
+        };
+        for (name, value) in overrides {
+            if let Some(path) = name.strip_prefix("TOLLGATE_") {
+                if path.contains("__") {
+                    apply_override(&mut root, path, value)?;
+                }
+            }
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::new(key, error.into_inner().to_string())
+        })?;
+        validate(raw, &lookup_env)
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn provider_of(&self, model: &ModelConfig) -> &ProviderConfig {
+        &self.providers[model.provider]
+    }
+
+    /// The base of links handed to people (invitations, join links).
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    /// The per-account, per-process budget while Redis is away, when the
+    /// policy is `local`.
+    pub fn redis_outage_budget(&self) -> Option<crate::money::Money> {
+        if self.storage.redis_unavailable != "local" {
+            return None;
+        }
+        crate::money::Money::parse_usd_non_negative(&self.storage.redis_outage_budget_usd).ok()
+    }
+
+    pub fn uses_postgres(&self) -> bool {
+        self.storage.database_url.starts_with("postgres")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_parts(text, &overrides, |name| {
+            (name == "OPENAI_API_KEY").then(|| "sk-test".to_string())
+        })
+    }
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(config.storage.database_url, "sqlite://tollgate.db");
+        assert!(config.model("mock-1").is_some());
+    }
+
+    #[test]
+    fn env_overrides_reach_nested_keys() {
+        let config = load(
+            "[[providers]]\nname='openai'\nkind='openai'\napi_key_env='OPENAI_API_KEY'\n[[models]]\nname='gpt'\nprovider='openai'\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='2'\n",
+            &[
+                ("TOLLGATE_SERVER__LISTEN", "0.0.0.0:9000"),
+                ("TOLLGATE_PROVIDERS__0__BASE_URL", "http://127.0.0.1:1/v1"),
+                ("TOLLGATE_LEDGER__BATCH_SIZE", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.providers[0].base_url, "http://127.0.0.1:1/v1");
+        assert_eq!(config.providers[0].api_key.expose(), "sk-test");
+        assert_eq!(config.ledger.batch_size, 7);
+        assert_eq!(format!("{:?}", config.providers[0].api_key), "Secret(***)");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../config/tollgate.example.toml");
+        let config = Config::from_parts(text, &[], |_| Some("secret".to_string())).unwrap();
+        assert_eq!(config.providers.len(), 3);
+        assert!(config.model("claude-sonnet-4-5").is_some());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = load("[server]\nlisten='nope'\n", &[]).unwrap_err();
+        assert_eq!(error.key, "server.listen");
+        let error = load("[server]\nlisen='x'\n", &[]).unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
+        let error = load(
+            "[[providers]]\nname='m'\nkind='mock'\n[[models]]\nname='x'\nprovider='m'\ninput_usd_per_mtok=1.5\noutput_usd_per_mtok='1'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "models[0].input_usd_per_mtok");
+        let error = load(
+            "[[providers]]\nname='a'\nkind='anthropic'\napi_key_env='MISSING'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "providers[0].api_key_env");
+    }
+}

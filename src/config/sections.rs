@@ -1,0 +1,174 @@
+//! The typed sections of the file (`[server]`, `[storage]`, `[upstream]`,
+//! `[limits]`, `[ledger]`, `[cache]`) and their defaults.
+
+use serde::Deserialize;
+
+use super::Secret;
+
+/// `[server]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Environment variable holding the operator token.
+    pub admin_token_env: String,
+    /// The operator token itself (prefer `admin_token_env`).
+    pub admin_token: Secret,
+    /// Seconds to wait for open requests on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Most connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// The gateway's public base URL, used in invitation and join links.
+    /// Empty: `http://` + `listen`.
+    pub public_url: String,
+    /// Runtime worker threads; 0 = one per CPU core.
+    pub worker_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:4000".into(),
+            max_body_bytes: 32 * 1024 * 1024,
+            admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
+            admin_token: Secret::default(),
+            shutdown_grace_secs: 30,
+            max_connections: 10_000,
+            public_url: String::new(),
+            worker_threads: 0,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: String,
+    /// Empty: in-process counters (one gateway process).
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments can share a server.
+    pub redis_prefix: String,
+    /// Connection pool size of the database.
+    pub max_connections: u32,
+    /// While Redis is away: `local` keeps admitting from process-local
+    /// counters within `redis_outage_budget_usd` per account; `refuse`
+    /// answers 503.
+    pub redis_unavailable: String,
+    /// The most one account may spend in one process during one Redis
+    /// outage (policy `local`).
+    pub redis_outage_budget_usd: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            database_url: "sqlite://tollgate.db".into(),
+            redis_url: String::new(),
+            redis_prefix: "tollgate".into(),
+            max_connections: 16,
+            redis_unavailable: "local".into(),
+            redis_outage_budget_usd: "5".into(),
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// TCP + TLS connect timeout (502 when exceeded).
+    pub connect_timeout_ms: u64,
+    /// Time until the upstream's response headers (504 when exceeded).
+    pub response_timeout_ms: u64,
+    /// Longest silence between two body chunks before the stream is cut.
+    pub idle_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 600_000,
+            idle_timeout_ms: 300_000,
+            pool_max_idle_per_host: 512,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Output bound reserved when a request sets no max tokens and its
+    /// model has no `max_output_tokens`.
+    pub default_max_output_tokens: u64,
+    /// Requests per minute per API key; 0 = unlimited.
+    pub rpm_per_key: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            default_max_output_tokens: 4096,
+            rpm_per_key: 0,
+        }
+    }
+}
+
+/// `[ledger]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Rows per insert.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch is written.
+    pub flush_interval_ms: u64,
+    /// Rows held in memory waiting for the writer.
+    pub queue_capacity: usize,
+    /// Where rows wait (fsync'd) while the database is away.
+    pub spool_dir: String,
+    /// A batch the database has not taken in this time goes to the spool.
+    pub write_timeout_ms: u64,
+    /// How often a non-empty spool is replayed into the database.
+    pub replay_interval_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            batch_size: 500,
+            flush_interval_ms: 50,
+            queue_capacity: 65_536,
+            spool_dir: "tollgate-spool".into(),
+            write_timeout_ms: 5_000,
+            replay_interval_ms: 1_000,
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a key lookup is trusted; bounds how late a revocation made
+    /// on another process takes effect.
+    pub key_ttl_ms: u64,
+    /// Most keys cached.
+    pub max_keys: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            key_ttl_ms: 1_000,
+            max_keys: 100_000,
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Validation: the raw file becomes a [`Config`], or an error naming the key.
+
+use std::net::SocketAddr;
+
+use crate::money::PricePerMtok;
+use crate::pricing::ModelPrice;
+
+use super::raw::{builtin_mock, PriceText, RawConfig};
+use super::{Config, ConfigError, ModelConfig, ProviderConfig, ProviderKind, Secret};
+
+fn parse_price(key: &str, price: &PriceText) -> Result<PricePerMtok, ConfigError> {
+    match price {
+        PriceText::Text(text) => PricePerMtok::parse(text)
+            .map_err(|error| ConfigError::new(key, format!("{text:?} {error}"))),
+        PriceText::Integer(value) if *value >= 0 => PricePerMtok::parse(&value.to_string())
+            .map_err(|error| ConfigError::new(key, error.to_string())),
+        PriceText::Integer(_) => Err(ConfigError::new(key, "must not be negative")),
+        PriceText::Float(value) => Err(ConfigError::new(
+            key,
+            format!("write {value} as a decimal string (\"{value}\"): money is never a float"),
+        )),
+    }
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    lookup_env: &impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+        ConfigError::new(
+            "server.listen",
+            format!("{:?} is not HOST:PORT", raw.server.listen),
+        )
+    })?;
+    if raw.server.max_body_bytes == 0 {
+        return Err(ConfigError::new("server.max_body_bytes", "must be above 0"));
+    }
+    let url = &raw.storage.database_url;
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        return Err(ConfigError::new(
+            "storage.database_url",
+            "must start with sqlite: or postgres://",
+        ));
+    }
+    let redis_url = &raw.storage.redis_url;
+    if !(redis_url.is_empty()
+        || redis_url.starts_with("redis://")
+        || redis_url.starts_with("rediss://"))
+    {
+        return Err(ConfigError::new(
+            "storage.redis_url",
+            "must start with redis:// or be empty",
+        ));
+    }
+    if !matches!(raw.storage.redis_unavailable.as_str(), "local" | "refuse") {
+        return Err(ConfigError::new(
+            "storage.redis_unavailable",
+            format!(
+                "{:?} is not \"local\" or \"refuse\"",
+                raw.storage.redis_unavailable
+            ),
+        ));
+    }
+    if crate::money::Money::parse_usd_non_negative(&raw.storage.redis_outage_budget_usd).is_err() {
+        return Err(ConfigError::new(
+            "storage.redis_outage_budget_usd",
+            "must be a non-negative decimal amount of USD",
+        ));
+    }
+    if raw.ledger.batch_size == 0 || raw.ledger.queue_capacity == 0 {
+        return Err(ConfigError::new(
+            "ledger",
+            "batch_size and queue_capacity must be above 0",
+        ));
+    }
+
+    let (raw_providers, raw_models) = if raw.providers.is_empty() && raw.models.is_empty() {
+        builtin_mock()
+    } else {
+        (raw.providers, raw.models)
+    };
+
+    let mut providers: Vec<ProviderConfig> = Vec::new();
+    for (i, p) in raw_providers.into_iter().enumerate() {
+        let key = |field: &str| format!("providers[{i}].{field}");
+        if p.name.trim().is_empty() {
+            return Err(ConfigError::new(key("name"), "must not be empty"));
+        }
+        if providers.iter().any(|q| q.name == p.name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("{:?} is declared twice", p.name),
+            ));
+        }
+        let kind = match p.kind.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            "mock" => ProviderKind::Mock,
+            other => {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!("{other:?} is not one of openai, anthropic, mock"),
+                ))
+            }
+        };
+        let default_base = match kind {
+            ProviderKind::OpenAi => "https://api.openai.com/v1",
+            ProviderKind::Anthropic => "https://api.anthropic.com/v1",
+            ProviderKind::Mock => "mock://local/v1",
+        };
+        let base_url = p
+            .base_url
+            .unwrap_or_else(|| default_base.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if kind != ProviderKind::Mock {
+            let parsed: Result<http::Uri, _> = base_url.parse();
+            let ok = parsed
+                .as_ref()
+                .map(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::new(
+                    key("base_url"),
+                    format!("{base_url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        let api_key = match (&p.api_key, &p.api_key_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    key("api_key_env"),
+                    "set api_key or api_key_env, not both",
+                ))
+            }
+            (Some(value), None) => Secret::new(value.clone()),
+            (None, Some(var)) => match lookup_env(var) {
+                Some(value) if !value.is_empty() => Secret::new(value),
+                _ => {
+                    return Err(ConfigError::new(
+                        key("api_key_env"),
+                        format!("environment variable {var} is not set"),
+                    ))
+                }
+            },
+            (None, None) => Secret::default(),
+        };
+        let mut headers = Vec::new();
+        for (name, value) in p.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(&value).is_err()
+            {
+                return Err(ConfigError::new(
+                    key(&format!("headers.{name}")),
+                    "is not a valid header",
+                ));
+            }
+            headers.push((name, value));
+        }
+        providers.push(ProviderConfig {
+            name: p.name,
+            kind,
+            base_url,
+            api_key,
+            anthropic_version: p.anthropic_version.unwrap_or_else(|| "2023-06-01".into()),
+            inject_stream_usage: p
+                .inject_stream_usage
+                .unwrap_or(kind != ProviderKind::Anthropic),
+            headers,
+        });
+    }
+
+    let mut models: Vec<ModelConfig> = Vec::new();
+    for (i, m) in raw_models.into_iter().enumerate() {
+        let key = |field: &str| format!("models[{i}].{field}");
+        if m.name.trim().is_empty() {
+            return Err(ConfigError::new(key("name"), "must not be empty"));
+        }
+        if models.iter().any(|n| n.name == m.name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("{:?} is declared twice", m.name),
+            ));
+        }
+        let provider = providers
+            .iter()
+            .position(|p| p.name == m.provider)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    key("provider"),
+                    format!("no provider named {:?}", m.provider),
+                )
+            })?;
+        let price = ModelPrice {
+            input: parse_price(&key("input_usd_per_mtok"), &m.input_usd_per_mtok)?,
+            output: parse_price(&key("output_usd_per_mtok"), &m.output_usd_per_mtok)?,
+            cached_input: m
+                .cached_input_usd_per_mtok
+                .as_ref()
+                .map(|p| parse_price(&key("cached_input_usd_per_mtok"), p))
+                .transpose()?,
+            cache_write: m
+                .cache_write_usd_per_mtok
+                .as_ref()
+                .map(|p| parse_price(&key("cache_write_usd_per_mtok"), p))
+                .transpose()?,
+        };
+        if m.max_output_tokens == Some(0) {
+            return Err(ConfigError::new(
+                key("max_output_tokens"),
+                "must be above 0",
+            ));
+        }
+        models.push(ModelConfig {
+            upstream_model: m.upstream_model.unwrap_or_else(|| m.name.clone()),
+            name: m.name,
+            provider,
+            price,
+            max_output_tokens: m.max_output_tokens,
+        });
+    }
+
+    Ok(Config {
+        listen,
+        server: raw.server,
+        storage: raw.storage,
+        upstream: raw.upstream,
+        limits: raw.limits,
+        ledger: raw.ledger,
+        cache: raw.cache,
+        providers,
+        models,
+    })
+}

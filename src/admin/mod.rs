@@ -7,6 +7,7 @@
 
 mod invitations;
 mod json;
+mod members;
 mod teams;
 mod usage;
 mod users;
@@ -102,12 +103,12 @@ async fn route(
         (&Method::POST, ["teams", id, "transfer"]) => {
             teams::transfer(state, &caller, id, request).await
         }
-        (&Method::GET, ["teams", id, "members"]) => teams::members(state, &caller, id).await,
+        (&Method::GET, ["teams", id, "members"]) => members::members(state, &caller, id).await,
         (&Method::PATCH, ["teams", id, "members", user]) => {
-            teams::update_member(state, &caller, id, user, request).await
+            members::update_member(state, &caller, id, user, request).await
         }
         (&Method::DELETE, ["teams", id, "members", user]) => {
-            teams::remove_member(state, &caller, id, user).await
+            members::remove_member(state, &caller, id, user).await
         }
         (&Method::POST, ["teams", id, "invitations"]) => {
             invitations::create(state, &caller, id, request).await

@@ -1,11 +1,10 @@
-//! Teams: create, overview, settings, delete, transfer, members.
+//! Teams: create, overview, settings, delete, transfer. The member routes
+//! are in `members`.
 //!
 //! Every route resolves the caller's role on the server first: a team the
 //! caller is not in (or a deleted one) is 404, a role too low is 403. The
 //! operator has owner rights on every team. Every change is audited and
 //! clears the policy cache, so it applies to the next request.
-
-use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -19,7 +18,7 @@ use crate::keys;
 use crate::money::Money;
 use crate::policy;
 use crate::state::AppState;
-use crate::store::{Member, Team};
+use crate::store::Team;
 
 /// Roles, ordered by rights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,7 +93,7 @@ pub async fn access(
 }
 
 /// A monthly limit input: null clears, a decimal string or number sets.
-fn limit_input(value: &Value, field: &str) -> Result<Option<Money>, GatewayError> {
+pub(super) fn limit_input(value: &Value, field: &str) -> Result<Option<Money>, GatewayError> {
     if value.is_null() {
         return Ok(None);
     }
@@ -129,7 +128,7 @@ fn team_name(value: &Value) -> Result<String, GatewayError> {
     Ok(name.to_string())
 }
 
-fn money_or_null(money: Option<Money>) -> Value {
+pub(super) fn money_or_null(money: Option<Money>) -> Value {
     money.map_or(Value::Null, |m| json!(m.to_string()))
 }
 
@@ -442,166 +441,6 @@ pub async fn transfer(
         .map_err(store_error)?
         .ok_or_else(|| GatewayError::NotFound(format!("No team {team_id}.")))?;
     respond(StatusCode::OK, &overview_json(state, &team).await?)
-}
-
-fn member_json(member: &Member, team: &Team, spend: Money) -> Value {
-    let effective = member.monthly_limit.or(team.default_monthly_limit);
-    json!({
-        "user_id": member.user_id,
-        "email": member.email,
-        "role": member.role,
-        "spend_this_month_usd": spend.to_string(),
-        "monthly_limit_usd": money_or_null(member.monthly_limit),
-        "effective_limit_usd": money_or_null(effective),
-        "enforcement": team.enforcement,
-        "joined_at": rfc3339(member.joined_at),
-    })
-}
-
-/// `GET /api/teams/{id}/members` (member).
-pub async fn members(
-    state: &AppState,
-    caller: &Caller,
-    team_id: &str,
-) -> Result<Response<Body>, GatewayError> {
-    let access = access(state, caller, team_id, Role::Member).await?;
-    let period = crate::clock::period_of(state.clock.now_ms());
-    let members = state.store.members(team_id).await.map_err(store_error)?;
-    let spends = state
-        .store
-        .member_spends(team_id, period.start_ms, period.end_ms)
-        .await
-        .map_err(store_error)?;
-    let data: Vec<Value> = members
-        .iter()
-        .map(|m| {
-            member_json(
-                m,
-                &access.team,
-                spends.get(&m.user_id).copied().unwrap_or(Money::ZERO),
-            )
-        })
-        .collect();
-    respond(StatusCode::OK, &json!({"data": data}))
-}
-
-/// `PATCH /api/teams/{id}/members/{user_id} {role?, monthly_limit_usd?}` (admin).
-pub async fn update_member(
-    state: &AppState,
-    caller: &Caller,
-    team_id: &str,
-    user_id: &str,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
-    let access = access(state, caller, team_id, Role::Admin).await?;
-    let input = body::object(request, &["role", "monthly_limit_usd"]).await?;
-    let member = state
-        .store
-        .member(team_id, user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| GatewayError::NotFound(format!("No member {user_id} in the team.")))?;
-    let mut role = member.role.clone();
-    if let Some(value) = input.get("role") {
-        let wanted = value.as_str().and_then(Role::parse).ok_or_else(|| {
-            GatewayError::invalid("'role' must be \"admin\" or \"member\".", Some("role"))
-        })?;
-        let touches_owner = wanted == Role::Owner || member.role == Role::Owner.as_str();
-        if touches_owner && wanted.as_str() != member.role {
-            if access.role < Role::Owner {
-                return Err(GatewayError::Forbidden(
-                    "Admins cannot grant or take the owner role.".into(),
-                ));
-            }
-            return Err(GatewayError::Conflict(
-                "The owner role moves only by transfer: POST /api/teams/{id}/transfer.".into(),
-            ));
-        }
-        role = wanted.as_str().to_string();
-    }
-    let mut limit = member.monthly_limit;
-    if let Some(value) = input.get("monthly_limit_usd") {
-        limit = limit_input(value, "monthly_limit_usd")?;
-    }
-    state
-        .store
-        .update_member(team_id, user_id, &role, limit)
-        .await
-        .map_err(store_error)?;
-    state.forget_policies();
-    audit(
-        state,
-        Some(team_id),
-        caller,
-        "member.update",
-        Some(user_id),
-        Some(
-            json!({"role": member.role, "monthly_limit_usd": money_or_null(member.monthly_limit)}),
-        ),
-        Some(json!({"role": role, "monthly_limit_usd": money_or_null(limit)})),
-    )
-    .await?;
-    let updated = Member {
-        role,
-        monthly_limit: limit,
-        ..member
-    };
-    let period = crate::clock::period_of(state.clock.now_ms());
-    let spend = state
-        .store
-        .member_spend(team_id, user_id, period.start_ms, period.end_ms)
-        .await
-        .map_err(store_error)?;
-    respond(StatusCode::OK, &member_json(&updated, &access.team, spend))
-}
-
-/// `DELETE /api/teams/{id}/members/{user_id}`: admins remove members;
-/// anyone may leave; the owner can do neither (transfer first).
-pub async fn remove_member(
-    state: &Arc<AppState>,
-    caller: &Caller,
-    team_id: &str,
-    user_id: &str,
-) -> Result<Response<Body>, GatewayError> {
-    let leaving = matches!(caller, Caller::User(p) if p.user_id == user_id);
-    let needed = if leaving { Role::Member } else { Role::Admin };
-    let access = access(state, caller, team_id, needed).await?;
-    let member = state
-        .store
-        .member(team_id, user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| GatewayError::NotFound(format!("No member {user_id} in the team.")))?;
-    if member.user_id == access.team.owner_id {
-        return Err(GatewayError::Conflict(
-            "The owner cannot be removed or leave; transfer the team first.".into(),
-        ));
-    }
-    state
-        .store
-        .remove_member(team_id, user_id, state.clock.now_ms())
-        .await
-        .map_err(store_error)?;
-    state.forget_policies();
-    let action = if leaving {
-        "member.leave"
-    } else {
-        "member.remove"
-    };
-    audit(
-        state,
-        Some(team_id),
-        caller,
-        action,
-        Some(user_id),
-        Some(json!({"role": member.role})),
-        None,
-    )
-    .await?;
-    respond(
-        StatusCode::OK,
-        &json!({"user_id": user_id, "removed": true}),
-    )
 }
 
 /// Makes a JSON object from a role list for `/api/me`.

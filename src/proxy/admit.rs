@@ -129,7 +129,11 @@ async fn hold_money(
         _ => None,
     };
     for _ in 0..3 {
-        let reserve = match state.counters.reserve(held.account, held.amount, spend).await {
+        let reserve = match state
+            .counters
+            .reserve(held.account, held.amount, spend)
+            .await
+        {
             Ok(reserve) => reserve,
             Err(error) => {
                 tracing::warn!(%error, "Counters unreachable; refusing.");

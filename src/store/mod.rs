@@ -8,6 +8,9 @@
 //! cache miss (keys, team policies) and to seed a counter; the ledger
 //! writer is the only writer of usage rows, whose SQL is in `ledger/rows.rs`.
 
+pub mod audit;
+pub mod invitations;
+pub mod reports;
 pub mod teams;
 
 use std::str::FromStr;
@@ -124,7 +127,12 @@ pub struct Store {
     postgres: bool,
 }
 
-pub use self::teams::{AuditEntry, GroupBy, Invitation, JoinRequest, Member, Team, UsageGroup};
+pub use self::{
+    audit::AuditEntry,
+    invitations::{Invitation, JoinRequest},
+    reports::{GroupBy, UsageGroup},
+    teams::{Member, Team},
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

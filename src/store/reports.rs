@@ -1,0 +1,326 @@
+//! Usage reports over the ledger's `usage_rows`: a member's spend (also on
+//! a locked connection), every member's spend, the grouped team report and
+//! its daily split, and `day_of`. Every query is assembled by one builder,
+//! `UsageQuery`: `SELECT <keys>, <sums> FROM usage_rows r <join>
+//! WHERE <filters> GROUP BY <group> ORDER BY <order>`, with its binds
+//! numbered in the order the filters were added.
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, Row};
+
+use super::{Store, StoreError};
+use crate::money::Money;
+
+/// One group of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageGroup {
+    pub key: String,
+    pub label: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nano: i64,
+}
+
+impl UsageGroup {
+    /// Adds another group's counts and cost to this one.
+    pub fn add(&mut self, other: &UsageGroup) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.cost_nano += other.cost_nano;
+    }
+
+    /// Reads the sums of `USAGE_SUMS` from a report row.
+    fn from_sums(
+        r: &sqlx::any::AnyRow,
+        key: String,
+        label: String,
+    ) -> Result<UsageGroup, sqlx::Error> {
+        Ok(UsageGroup {
+            key,
+            label,
+            requests: r.try_get("requests")?,
+            input_tokens: r.try_get("input_tokens")?,
+            output_tokens: r.try_get("output_tokens")?,
+            cached_tokens: r.try_get("cached_tokens")?,
+            reasoning_tokens: r.try_get("reasoning_tokens")?,
+            cost_nano: r.try_get("cost_nano")?,
+        })
+    }
+}
+
+/// The sums every usage report selects.
+const USAGE_SUMS: &str = "COUNT(*) AS requests, \
+     CAST(COALESCE(SUM(r.input_tokens), 0) AS BIGINT) AS input_tokens, \
+     CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
+     CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+     CAST(COALESCE(SUM(r.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
+     CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Member,
+    Model,
+    Day,
+}
+
+/// The sum the spend queries select.
+const SPEND_SUM: &str = "CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS spent";
+
+/// The UTC day number of a row, in SQL.
+const ROW_DAY: &str = "CAST(r.started_at / 86400000 AS BIGINT)";
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A value bound to a `$N` parameter.
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// One aggregate query over `usage_rows r`: the key columns and sums it
+/// selects, an optional join, the filters with their binds (`$N` numbered
+/// as they are added), the grouping and the order.
+struct UsageQuery<'a> {
+    keys: Vec<String>,
+    sums: &'static str,
+    join: &'static str,
+    filters: Vec<String>,
+    binds: Vec<Bind<'a>>,
+    group: Vec<String>,
+    order: Option<String>,
+}
+
+impl<'a> UsageQuery<'a> {
+    fn new(sums: &'static str) -> Self {
+        UsageQuery {
+            keys: Vec::new(),
+            sums,
+            join: "",
+            filters: Vec::new(),
+            binds: Vec::new(),
+            group: Vec::new(),
+            order: None,
+        }
+    }
+
+    /// A report of a team's rows in `[from, to)`, refusals left out.
+    fn team_report(team_id: &'a str, from: i64, to: i64) -> Self {
+        UsageQuery::new(USAGE_SUMS)
+            .filter("r.team_id =", Bind::Text(team_id))
+            .filter("r.started_at >=", Bind::Int(from))
+            .filter("r.started_at <", Bind::Int(to))
+            .condition("r.status <> 'refused'")
+    }
+
+    /// Selects `expression AS name` before the sums.
+    fn key(mut self, expression: &str, name: &str) -> Self {
+        self.keys.push(format!("{expression} AS {name}"));
+        self
+    }
+
+    fn join(mut self, join: &'static str) -> Self {
+        self.join = join;
+        self
+    }
+
+    /// Adds `<left> $N`, binding `value` as the next parameter.
+    fn filter(mut self, left: &str, value: Bind<'a>) -> Self {
+        self.binds.push(value);
+        self.filters.push(format!("{left} ${}", self.binds.len()));
+        self
+    }
+
+    /// Adds a filter without a parameter.
+    fn condition(mut self, condition: &str) -> Self {
+        self.filters.push(condition.to_string());
+        self
+    }
+
+    fn group_by(mut self, expression: &str) -> Self {
+        self.group.push(expression.to_string());
+        self
+    }
+
+    fn order_by(mut self, order: &str) -> Self {
+        self.order = Some(order.to_string());
+        self
+    }
+
+    fn sql(&self) -> String {
+        let mut columns = self.keys.clone();
+        columns.push(self.sums.to_string());
+        let mut sql = format!("SELECT {} FROM usage_rows r", columns.join(", "));
+        if !self.join.is_empty() {
+            sql.push(' ');
+            sql.push_str(self.join);
+        }
+        if !self.filters.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.filters.join(" AND "));
+        }
+        if !self.group.is_empty() {
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&self.group.join(", "));
+        }
+        if let Some(order) = &self.order {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(order);
+        }
+        sql
+    }
+
+    /// The statement `sql` (from `UsageQuery::sql`) with every bind.
+    fn query<'q>(&'q self, sql: &'q str) -> Query<'q, Any, AnyArguments<'q>> {
+        self.binds
+            .iter()
+            .fold(sqlx::query(sql), |query, bind| match *bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(number) => query.bind(number),
+            })
+    }
+}
+
+/// The key and label of a report grouped by `group_by`: `(key, join,
+/// label)` SQL.
+fn grouping(group_by: GroupBy) -> (&'static str, &'static str, &'static str) {
+    match group_by {
+        GroupBy::Member => (
+            "r.user_id",
+            "LEFT JOIN users u ON u.id = r.user_id",
+            "MIN(u.email)",
+        ),
+        GroupBy::Model => ("r.model", "", "MIN(r.model)"),
+        GroupBy::Day => ("(r.started_at / 86400000)", "", "MIN(r.started_at)"),
+    }
+}
+
+impl Store {
+    /// A member's recorded team spend in `[from, to)`.
+    pub async fn member_spend(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Money, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::member_spend_on(&mut conn, team_id, user_id, from, to).await
+    }
+
+    /// A member's recorded team spend on a connection (inside a counter lock).
+    pub async fn member_spend_on(
+        conn: &mut sqlx::AnyConnection,
+        team_id: &str,
+        user_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Money, StoreError> {
+        let report = UsageQuery::new(SPEND_SUM)
+            .filter("r.team_id =", Bind::Text(team_id))
+            .filter("r.user_id =", Bind::Text(user_id))
+            .filter("r.started_at >=", Bind::Int(from))
+            .filter("r.started_at <", Bind::Int(to));
+        let sql = report.sql();
+        let row = report.query(&sql).fetch_one(&mut *conn).await?;
+        Ok(Money::from_nano(row.try_get("spent")?))
+    }
+
+    /// Each member's recorded team spend in `[from, to)`.
+    pub async fn member_spends(
+        &self,
+        team_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<HashMap<String, Money>, StoreError> {
+        let report = UsageQuery::new(SPEND_SUM)
+            .key("r.user_id", "user_id")
+            .filter("r.team_id =", Bind::Text(team_id))
+            .filter("r.started_at >=", Bind::Int(from))
+            .filter("r.started_at <", Bind::Int(to))
+            .group_by("r.user_id");
+        let sql = report.sql();
+        let rows = report.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("user_id")?, Money::from_nano(r.try_get("spent")?))))
+            .collect()
+    }
+
+    /// The usage report of a team in `[from, to)`; refusals are not counted.
+    pub async fn usage_report(
+        &self,
+        team_id: &str,
+        from: i64,
+        to: i64,
+        group_by: GroupBy,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let (key, join, label) = grouping(group_by);
+        let report = UsageQuery::team_report(team_id, from, to)
+            .key(&format!("CAST({key} AS TEXT)"), "k")
+            .key(label, "label_raw")
+            .join(join)
+            .group_by(key)
+            .order_by(key);
+        let sql = report.sql();
+        let rows = report.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get("k")?;
+                let label = match group_by {
+                    GroupBy::Member => r
+                        .try_get::<Option<String>, _>("label_raw")?
+                        .unwrap_or_default(),
+                    GroupBy::Model => r.try_get("label_raw")?,
+                    GroupBy::Day => String::new(),
+                };
+                Ok(UsageGroup::from_sums(r, key, label)?)
+            })
+            .collect()
+    }
+
+    /// Daily usage split by member or by model: `(day number, group)` pairs,
+    /// ordered by day then key. Each day's groups sum to that day's total.
+    pub async fn usage_daily_split(
+        &self,
+        team_id: &str,
+        from: i64,
+        to: i64,
+        split: GroupBy,
+    ) -> Result<Vec<(i64, UsageGroup)>, StoreError> {
+        let (key, join, label) = match split {
+            GroupBy::Member => grouping(GroupBy::Member),
+            GroupBy::Model | GroupBy::Day => grouping(GroupBy::Model),
+        };
+        let report = UsageQuery::team_report(team_id, from, to)
+            .key(ROW_DAY, "day")
+            .key(&format!("CAST({key} AS TEXT)"), "k")
+            .key(label, "label_raw")
+            .join(join)
+            .group_by(ROW_DAY)
+            .group_by(key)
+            .order_by("1, 2");
+        let sql = report.sql();
+        let rows = report.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let day: i64 = r.try_get("day")?;
+                let label: Option<String> = r.try_get("label_raw")?;
+                let group = UsageGroup::from_sums(r, r.try_get("k")?, label.unwrap_or_default())?;
+                Ok((day, group))
+            })
+            .collect()
+    }
+}
+
+/// The UTC day number of epoch milliseconds.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}

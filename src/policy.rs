@@ -115,8 +115,8 @@ async fn load(store: &Store, team_id: &str, user_id: &str) -> Result<Policy, Sto
         team_id: team.id,
         team_name: team.name,
         owner_id: team.owner_id,
-        role: Role::parse(&member.role)?,
-        enforcement: Enforcement::parse(&team.enforcement)?,
+        role: member.role,
+        enforcement: team.enforcement,
         limit: member.monthly_limit.or(team.default_monthly_limit),
         restricted_models: team.restricted_models,
     })))

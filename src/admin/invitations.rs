@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::teams::{access, Role};
-use super::{audit, json as body, respond, rfc3339, store_error, Caller};
+use super::{audit, json as body, respond, rfc3339, Caller};
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
@@ -71,7 +71,7 @@ pub async fn create(
     let role =
         match input.get("role") {
             None | Some(Value::Null) => Role::Member,
-            Some(value) => match value.as_str().and_then(Role::parse) {
+            Some(value) => match value.as_str().and_then(|text| Role::parse(text).ok()) {
                 Some(Role::Owner) => return Err(GatewayError::invalid(
                     "Invitations grant \"admin\" or \"member\"; ownership moves only by transfer.",
                     Some("role"),
@@ -105,7 +105,7 @@ pub async fn create(
         id: keys::new_id("inv"),
         team_id: team_id.to_string(),
         email,
-        role: role.as_str().into(),
+        role,
         token_hash: keys::hash_secret(&token),
         expires_at: now + hours * HOUR_MS,
         created_by: super::actor(caller),
@@ -114,11 +114,7 @@ pub async fn create(
         accepted_by: None,
         revoked_at: None,
     };
-    state
-        .store
-        .insert_invitation(&invitation)
-        .await
-        .map_err(store_error)?;
+    state.store.insert_invitation(&invitation).await?;
     audit(
         state,
         Some(team_id),
@@ -147,11 +143,7 @@ pub async fn list(
 ) -> Result<Response<Body>, GatewayError> {
     access(state, caller, team_id, Role::Admin).await?;
     let now = state.clock.now_ms();
-    let invitations = state
-        .store
-        .invitations(team_id)
-        .await
-        .map_err(store_error)?;
+    let invitations = state.store.invitations(team_id).await?;
     let data: Vec<Value> = invitations
         .iter()
         .map(|i| invitation_json(i, now))
@@ -170,16 +162,10 @@ pub async fn revoke(
     let invitation = state
         .store
         .invitation(team_id, id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| GatewayError::NotFound(format!("No invitation {id}.")))?;
     let now = state.clock.now_ms();
-    if !state
-        .store
-        .revoke_invitation(id, now)
-        .await
-        .map_err(store_error)?
-    {
+    if !state.store.revoke_invitation(id, now).await? {
         return Err(GatewayError::Conflict(format!(
             "The invitation is already {}.",
             invitation_status(&invitation, now)
@@ -211,15 +197,10 @@ pub async fn accept(
     let invitation = state
         .store
         .invitation_by_token(&keys::hash_secret(token))
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(unknown)?;
     let now = state.clock.now_ms();
-    let team = state
-        .store
-        .team(&invitation.team_id)
-        .await
-        .map_err(store_error)?;
+    let team = state.store.team(&invitation.team_id).await?;
     let Some(team) = team else {
         return Err(GatewayError::Gone(
             "The team of this invitation no longer exists.".into(),
@@ -243,8 +224,7 @@ pub async fn accept(
     let user = state
         .store
         .user(&principal.user_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or(GatewayError::InvalidApiKey)?;
     if !user.email.eq_ignore_ascii_case(&invitation.email) {
         return Err(GatewayError::Forbidden(
@@ -255,8 +235,7 @@ pub async fn accept(
     if !state
         .store
         .consume_invitation(&invitation.id, &user.id, now)
-        .await
-        .map_err(store_error)?
+        .await?
     {
         return Err(GatewayError::Gone(
             "This invitation was already used.".into(),
@@ -264,9 +243,8 @@ pub async fn accept(
     }
     state
         .store
-        .add_member(&team.id, &user.id, &invitation.role, now)
-        .await
-        .map_err(store_error)?;
+        .add_member(&team.id, &user.id, invitation.role, now)
+        .await?;
     state.forget_policies();
     audit(
         state,
@@ -301,11 +279,7 @@ pub async fn set_link(
             GatewayError::invalid("'enabled' must be true or false.", Some("enabled"))
         })?;
     if !enabled {
-        state
-            .store
-            .set_invite_link(team_id, None)
-            .await
-            .map_err(store_error)?;
+        state.store.set_invite_link(team_id, None).await?;
         audit(
             state,
             Some(team_id),
@@ -322,8 +296,7 @@ pub async fn set_link(
     state
         .store
         .set_invite_link(team_id, Some(&keys::hash_secret(&token)))
-        .await
-        .map_err(store_error)?;
+        .await?;
     audit(
         state,
         Some(team_id),
@@ -347,12 +320,7 @@ async fn refuse_if_member(
     team_id: &str,
     user_id: &str,
 ) -> Result<(), GatewayError> {
-    match state
-        .store
-        .member(team_id, user_id)
-        .await
-        .map_err(store_error)?
-    {
+    match state.store.member(team_id, user_id).await? {
         Some(_) => Err(GatewayError::Conflict(
             "You are already a member of this team.".into(),
         )),
@@ -382,15 +350,13 @@ pub async fn join(
     let team = state
         .store
         .team_by_invite_link(&keys::hash_secret(token))
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| GatewayError::NotFound("No such invite link, or it was disabled.".into()))?;
     refuse_if_member(state, &team.id, &principal.user_id).await?;
     if let Some(pending) = state
         .store
         .pending_join_request(&team.id, &principal.user_id)
-        .await
-        .map_err(store_error)?
+        .await?
     {
         return respond(StatusCode::OK, &join_request_json(&pending));
     }
@@ -403,11 +369,7 @@ pub async fn join(
         created_at: state.clock.now_ms(),
         decided_at: None,
     };
-    state
-        .store
-        .insert_join_request(&request)
-        .await
-        .map_err(store_error)?;
+    state.store.insert_join_request(&request).await?;
     audit(
         state,
         Some(&team.id),
@@ -421,8 +383,7 @@ pub async fn join(
     let stored = state
         .store
         .join_request(&team.id, &request.id)
-        .await
-        .map_err(store_error)?
+        .await?
         .unwrap_or(request);
     respond(StatusCode::CREATED, &join_request_json(&stored))
 }
@@ -434,11 +395,7 @@ pub async fn list_join_requests(
     team_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     access(state, caller, team_id, Role::Admin).await?;
-    let requests = state
-        .store
-        .join_requests(team_id)
-        .await
-        .map_err(store_error)?;
+    let requests = state.store.join_requests(team_id).await?;
     let data: Vec<Value> = requests.iter().map(join_request_json).collect();
     respond(StatusCode::OK, &json!({"data": data}))
 }
@@ -455,16 +412,14 @@ pub async fn decide(
     let request = state
         .store
         .join_request(team_id, id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| GatewayError::NotFound(format!("No join request {id}.")))?;
     let status = if approve { "approved" } else { "denied" };
     let now = state.clock.now_ms();
     if !state
         .store
         .decide_join_request(id, status, &super::actor(caller), now)
-        .await
-        .map_err(store_error)?
+        .await?
     {
         return Err(GatewayError::Conflict(format!(
             "The join request is already {}.",
@@ -475,15 +430,13 @@ pub async fn decide(
         && state
             .store
             .member(team_id, &request.user_id)
-            .await
-            .map_err(store_error)?
+            .await?
             .is_none()
     {
         state
             .store
-            .add_member(team_id, &request.user_id, Role::Member.as_str(), now)
-            .await
-            .map_err(store_error)?;
+            .add_member(team_id, &request.user_id, Role::Member, now)
+            .await?;
         state.forget_policies();
     }
     let action = if approve {

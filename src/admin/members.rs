@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::teams::{access, limit_input, money_or_null, Role};
-use super::{audit, json as body, respond, rfc3339, store_error, Caller};
+use super::{audit, json as body, respond, rfc3339, Caller};
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::money::Money;
@@ -43,12 +43,11 @@ pub async fn members(
 ) -> Result<Response<Body>, GatewayError> {
     let access = access(state, caller, team_id, Role::Member).await?;
     let period = crate::clock::period_of(state.clock.now_ms());
-    let members = state.store.members(team_id).await.map_err(store_error)?;
+    let members = state.store.members(team_id).await?;
     let spends = state
         .store
         .member_spends(team_id, period.start_ms, period.end_ms)
-        .await
-        .map_err(store_error)?;
+        .await?;
     let data: Vec<Value> = members
         .iter()
         .map(|m| {
@@ -75,16 +74,18 @@ pub async fn update_member(
     let member = state
         .store
         .member(team_id, user_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| GatewayError::NotFound(format!("No member {user_id} in the team.")))?;
-    let mut role = member.role.clone();
+    let mut role = member.role;
     if let Some(value) = input.get("role") {
-        let wanted = value.as_str().and_then(Role::parse).ok_or_else(|| {
-            GatewayError::invalid("'role' must be \"admin\" or \"member\".", Some("role"))
-        })?;
-        let touches_owner = wanted == Role::Owner || member.role == Role::Owner.as_str();
-        if touches_owner && wanted.as_str() != member.role {
+        let wanted = value
+            .as_str()
+            .and_then(|text| Role::parse(text).ok())
+            .ok_or_else(|| {
+                GatewayError::invalid("'role' must be \"admin\" or \"member\".", Some("role"))
+            })?;
+        let touches_owner = wanted == Role::Owner || member.role == Role::Owner;
+        if touches_owner && wanted != member.role {
             if access.role < Role::Owner {
                 return Err(GatewayError::Forbidden(
                     "Admins cannot grant or take the owner role.".into(),
@@ -94,7 +95,7 @@ pub async fn update_member(
                 "The owner role moves only by transfer: POST /api/teams/{id}/transfer.".into(),
             ));
         }
-        role = wanted.as_str().to_string();
+        role = wanted;
     }
     let mut limit = member.monthly_limit;
     if let Some(value) = input.get("monthly_limit_usd") {
@@ -102,9 +103,8 @@ pub async fn update_member(
     }
     state
         .store
-        .update_member(team_id, user_id, &role, limit)
-        .await
-        .map_err(store_error)?;
+        .update_member(team_id, user_id, role, limit)
+        .await?;
     state.forget_policies();
     audit(
         state,
@@ -127,8 +127,7 @@ pub async fn update_member(
     let spend = state
         .store
         .member_spend(team_id, user_id, period.start_ms, period.end_ms)
-        .await
-        .map_err(store_error)?;
+        .await?;
     respond(StatusCode::OK, &member_json(&updated, &access.team, spend))
 }
 
@@ -146,8 +145,7 @@ pub async fn remove_member(
     let member = state
         .store
         .member(team_id, user_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| GatewayError::NotFound(format!("No member {user_id} in the team.")))?;
     if member.user_id == access.team.owner_id {
         return Err(GatewayError::Conflict(
@@ -157,8 +155,7 @@ pub async fn remove_member(
     state
         .store
         .remove_member(team_id, user_id, state.clock.now_ms())
-        .await
-        .map_err(store_error)?;
+        .await?;
     state.forget_policies();
     let action = if leaving {
         "member.leave"

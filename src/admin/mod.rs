@@ -176,16 +176,7 @@ pub async fn audit(
         after_json: after.map(|v| v.to_string()),
         at,
     };
-    state
-        .store
-        .append_audit(&entry)
-        .await
-        .map_err(GatewayError::internal)
-}
-
-/// A storage failure: its detail is logged, the client sees a generic error.
-pub fn store_error(error: crate::store::StoreError) -> GatewayError {
-    GatewayError::internal(error)
+    Ok(state.store.append_audit(&entry).await?)
 }
 
 /// A JSON response.

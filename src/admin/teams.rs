@@ -10,8 +10,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::{audit, current_balance, json as body, respond, rfc3339, store_error, Caller};
+use super::{audit, current_balance, json as body, respond, rfc3339, Caller};
 use crate::domain::Enforcement;
+pub use crate::domain::Role;
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::keys;
@@ -19,33 +20,6 @@ use crate::money::Money;
 use crate::policy;
 use crate::state::AppState;
 use crate::store::Team;
-
-/// Roles, ordered by rights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "member" => Some(Role::Member),
-            "admin" => Some(Role::Admin),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Member => "member",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
-    }
-}
 
 /// The caller's standing in a team.
 pub struct Access {
@@ -64,22 +38,16 @@ pub async fn access(
     needed: Role,
 ) -> Result<Access, GatewayError> {
     let not_found = || GatewayError::NotFound(format!("No team {team_id}."));
-    let team = state
-        .store
-        .team(team_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
+    let team = state.store.team(team_id).await?.ok_or_else(not_found)?;
     let role = match caller {
         Caller::Operator => Role::Owner,
         Caller::User(principal) => {
             let member = state
                 .store
                 .member(team_id, &principal.user_id)
-                .await
-                .map_err(store_error)?
+                .await?
                 .ok_or_else(not_found)?;
-            Role::parse(&member.role).unwrap_or(Role::Member)
+            member.role
         }
     };
     if role < needed {
@@ -144,17 +112,12 @@ fn team_settings_json(team: &Team) -> Value {
 /// The overview of a team.
 async fn overview_json(state: &AppState, team: &Team) -> Result<Value, GatewayError> {
     let period = crate::clock::period_of(state.clock.now_ms());
-    let members = state.store.members(&team.id).await.map_err(store_error)?;
-    let pending = state
-        .store
-        .pending_join_request_count(&team.id)
-        .await
-        .map_err(store_error)?;
+    let members = state.store.members(&team.id).await?;
+    let pending = state.store.pending_join_request_count(&team.id).await?;
     let spends = state
         .store
         .member_spends(&team.id, period.start_ms, period.end_ms)
-        .await
-        .map_err(store_error)?;
+        .await?;
     let spend: i64 = spends.values().map(|m| m.nano()).sum();
     let balance = current_balance(state, &team.owner_id).await?;
     Ok(json!({
@@ -199,13 +162,7 @@ pub async fn create(
                 .ok_or_else(|| {
                     GatewayError::invalid("The operator must name 'owner_id'.", Some("owner_id"))
                 })?;
-            if state
-                .store
-                .user(owner)
-                .await
-                .map_err(store_error)?
-                .is_none()
-            {
+            if state.store.user(owner).await?.is_none() {
                 return Err(GatewayError::invalid(
                     format!("No user {owner}."),
                     Some("owner_id"),
@@ -219,12 +176,12 @@ pub async fn create(
         name,
         owner_id,
         default_monthly_limit: None,
-        enforcement: Enforcement::Hard.as_str().into(),
+        enforcement: Enforcement::Hard,
         restricted_models: Vec::new(),
         invite_link_hash: None,
         created_at: state.clock.now_ms(),
     };
-    state.store.create_team(&team).await.map_err(store_error)?;
+    state.store.create_team(&team).await?;
     audit(
         state,
         Some(&team.id),
@@ -244,16 +201,14 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Response<Body>, G
         Caller::Operator => state
             .store
             .all_teams()
-            .await
-            .map_err(store_error)?
+            .await?
             .iter()
             .map(|t| json!({"id": t.id, "name": t.name, "role": "owner"}))
             .collect(),
         Caller::User(principal) => state
             .store
             .teams_of_user(&principal.user_id)
-            .await
-            .map_err(store_error)?
+            .await?
             .iter()
             .map(|(t, role)| json!({"id": t.id, "name": t.name, "role": role}))
             .collect(),
@@ -308,12 +263,12 @@ pub async fn update(
                     Some("enforcement"),
                 )
             })?;
-        team.enforcement = enforcement.as_str().into();
+        team.enforcement = enforcement;
     }
     if let Some(value) = input.get("restricted_models") {
         team.restricted_models = restricted_models(value)?;
     }
-    state.store.update_team(&team).await.map_err(store_error)?;
+    state.store.update_team(&team).await?;
     state.forget_policies();
     audit(
         state,
@@ -370,8 +325,7 @@ pub async fn delete(
     state
         .store
         .delete_team(team_id, state.clock.now_ms())
-        .await
-        .map_err(store_error)?;
+        .await?;
     state.forget_policies();
     audit(
         state,
@@ -406,13 +360,7 @@ pub async fn transfer(
             Some("user_id"),
         ));
     }
-    if state
-        .store
-        .member(team_id, new_owner)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
+    if state.store.member(team_id, new_owner).await?.is_none() {
         return Err(GatewayError::invalid(
             format!("{new_owner} is not a member of the team; invite them first."),
             Some("user_id"),
@@ -421,8 +369,7 @@ pub async fn transfer(
     state
         .store
         .transfer_team(team_id, &access.team.owner_id, new_owner)
-        .await
-        .map_err(store_error)?;
+        .await?;
     state.forget_policies();
     audit(
         state,
@@ -437,14 +384,13 @@ pub async fn transfer(
     let team = state
         .store
         .team(team_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| GatewayError::NotFound(format!("No team {team_id}.")))?;
     respond(StatusCode::OK, &overview_json(state, &team).await?)
 }
 
 /// Makes a JSON object from a role list for `/api/me`.
-pub fn me_teams(teams: &[(Team, String)]) -> Vec<Value> {
+pub fn me_teams(teams: &[(Team, Role)]) -> Vec<Value> {
     teams
         .iter()
         .map(|(team, role)| json!({"id": team.id, "name": team.name, "role": role}))

@@ -12,7 +12,7 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime, Time};
 
 use super::teams::{access, Role};
-use super::{respond, rfc3339, store_error, Caller};
+use super::{respond, rfc3339, Caller};
 use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::money::Money;
@@ -211,18 +211,18 @@ pub async fn report(
             state
                 .store
                 .usage_daily_split(team_id, from, to, split)
-                .await
-                .map_err(store_error)?,
+                .await?,
         ),
         None => None,
     };
     let mut groups = match &parts {
         Some(parts) => days_of(parts),
-        None => state
-            .store
-            .usage_report(team_id, from, to, group_by)
-            .await
-            .map_err(store_error)?,
+        None => {
+            state
+                .store
+                .usage_report(team_id, from, to, group_by)
+                .await?
+        }
     };
     if group_by == GroupBy::Day {
         for group in &mut groups {
@@ -320,11 +320,7 @@ pub async fn audit_trail(
             .ok_or_else(|| GatewayError::invalid("'limit' must be 1 to 1000.", Some("limit")))?,
         None => 200,
     };
-    let entries = state
-        .store
-        .audit(team_id, limit)
-        .await
-        .map_err(store_error)?;
+    let entries = state.store.audit(team_id, limit).await?;
     let parse = |text: &Option<String>| -> Value {
         text.as_deref()
             .and_then(|t| serde_json::from_str(t).ok())

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{audit, current_balance, json as body, respond, rfc3339, store_error, Caller};
+use super::{audit, current_balance, json as body, respond, rfc3339, Caller};
 use crate::domain::BillingChoice;
 use crate::error::GatewayError;
 use crate::http_body::Body;
@@ -107,7 +107,7 @@ pub async fn create_user(
                 user.email
             )))
         }
-        Err(error) => return Err(store_error(error)),
+        Err(error) => return Err(error.into()),
     }
     audit(
         state,
@@ -142,7 +142,7 @@ async fn issue_key(
         created_at: state.clock.now_ms(),
         revoked_at: None,
     };
-    state.store.insert_key(&row).await.map_err(store_error)?;
+    state.store.insert_key(&row).await?;
     let after = json!({"user_id": row.user_id, "prefix": row.prefix, "billing": row.billing});
     audit(
         state,
@@ -168,13 +168,7 @@ pub async fn create_key_for(
 ) -> Result<Response<Body>, GatewayError> {
     caller.require_operator()?;
     let input: NewKey = body::read(request).await?;
-    if state
-        .store
-        .user(user_id)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
+    if state.store.user(user_id).await?.is_none() {
         return Err(GatewayError::NotFound(format!("No user {user_id}.")));
     }
     issue_key(state, caller, user_id, input.name, input.billing.as_deref()).await
@@ -197,13 +191,7 @@ pub async fn add_credits(
         ));
     }
     let note = body::short_text(input.note, "note", 500)?;
-    if state
-        .store
-        .user(user_id)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
+    if state.store.user(user_id).await?.is_none() {
         return Err(GatewayError::NotFound(format!("No user {user_id}.")));
     }
     let credit_id = keys::new_id("crd");
@@ -243,17 +231,12 @@ pub async fn me(state: &AppState, caller: &Caller) -> Result<Response<Body>, Gat
     let user = state
         .store
         .user(&principal.user_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or(GatewayError::InvalidApiKey)?;
     let balance = current_balance(state, &user.id).await?;
     let mut out = user_json(&user);
     out["balance_usd"] = json!(balance.to_string());
-    let teams = state
-        .store
-        .teams_of_user(&user.id)
-        .await
-        .map_err(store_error)?;
+    let teams = state.store.teams_of_user(&user.id).await?;
     out["teams"] = json!(super::teams::me_teams(&teams));
     respond(StatusCode::OK, &out)
 }
@@ -264,11 +247,7 @@ pub async fn list_my_keys(
     caller: &Caller,
 ) -> Result<Response<Body>, GatewayError> {
     let principal = caller.require_user()?;
-    let keys = state
-        .store
-        .keys_of_user(&principal.user_id)
-        .await
-        .map_err(store_error)?;
+    let keys = state.store.keys_of_user(&principal.user_id).await?;
     let data: Vec<Value> = keys.iter().map(key_json).collect();
     respond(StatusCode::OK, &json!({"data": data}))
 }
@@ -296,12 +275,7 @@ async fn my_live_key(
     user_id: &str,
     key_id: &str,
 ) -> Result<KeyRow, GatewayError> {
-    match state
-        .store
-        .key_of_user(user_id, key_id)
-        .await
-        .map_err(store_error)?
-    {
+    match state.store.key_of_user(user_id, key_id).await? {
         Some(key) if key.revoked_at.is_none() => Ok(key),
         _ => Err(GatewayError::NotFound(format!("No key {key_id}."))),
     }
@@ -319,11 +293,7 @@ pub async fn update_my_key(
     let mut key = my_live_key(state, &principal.user_id, key_id).await?;
     let before = key.billing.clone();
     key.billing = billing(state, &principal.user_id, Some(&input.billing)).await?;
-    state
-        .store
-        .set_key_billing(&key.id, &key.billing)
-        .await
-        .map_err(store_error)?;
+    state.store.set_key_billing(&key.id, &key.billing).await?;
     state.forget_key(&key.key_hash);
     audit(
         state,
@@ -347,11 +317,7 @@ pub async fn revoke_my_key(
     let principal = caller.require_user()?;
     let mut key = my_live_key(state, &principal.user_id, key_id).await?;
     let at = state.clock.now_ms();
-    state
-        .store
-        .revoke_key(&key.id, at)
-        .await
-        .map_err(store_error)?;
+    state.store.revoke_key(&key.id, at).await?;
     state.forget_key(&key.key_hash);
     key.revoked_at = Some(at);
     audit(state, None, caller, "key.revoke", Some(&key.id), None, None).await?;

@@ -6,13 +6,14 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{map_unique, Store, StoreError};
+use crate::domain::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invitation {
     pub id: String,
     pub team_id: String,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     pub token_hash: String,
     pub expires_at: i64,
     pub created_by: String,
@@ -38,7 +39,7 @@ fn invitation_from_row(row: &AnyRow) -> Result<Invitation, StoreError> {
         id: row.try_get("id")?,
         team_id: row.try_get("team_id")?,
         email: row.try_get("email")?,
-        role: row.try_get("role")?,
+        role: Role::parse(&row.try_get::<String, _>("role")?)?,
         token_hash: row.try_get("token_hash")?,
         expires_at: row.try_get("expires_at")?,
         created_by: row.try_get("created_by")?,
@@ -74,7 +75,7 @@ impl Store {
         .bind(&invitation.id)
         .bind(&invitation.team_id)
         .bind(&invitation.email)
-        .bind(&invitation.role)
+        .bind(invitation.role.as_str())
         .bind(&invitation.token_hash)
         .bind(invitation.expires_at)
         .bind(&invitation.created_by)

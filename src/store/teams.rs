@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{Store, StoreError};
+use crate::domain::{Enforcement, Role};
 use crate::money::Money;
 
 pub use super::audit::LimitEvent;
@@ -23,7 +24,7 @@ pub struct Team {
     pub owner_id: String,
     pub default_monthly_limit: Option<Money>,
     /// `hard` or `soft`.
-    pub enforcement: String,
+    pub enforcement: Enforcement,
     pub restricted_models: Vec<String>,
     pub invite_link_hash: Option<String>,
     pub created_at: i64,
@@ -35,7 +36,7 @@ pub struct Member {
     pub user_id: String,
     pub email: String,
     /// `owner`, `admin` or `member`.
-    pub role: String,
+    pub role: Role,
     pub monthly_limit: Option<Money>,
     pub joined_at: i64,
 }
@@ -51,7 +52,7 @@ fn team_from_row(row: &AnyRow) -> Result<Team, StoreError> {
         default_monthly_limit: row
             .try_get::<Option<i64>, _>("default_monthly_limit_nano")?
             .map(Money::from_nano),
-        enforcement: row.try_get("enforcement")?,
+        enforcement: Enforcement::parse(&row.try_get::<String, _>("enforcement")?)?,
         restricted_models: serde_json::from_str(&restricted).unwrap_or_default(),
         invite_link_hash: row.try_get("invite_link_hash")?,
         created_at: row.try_get("created_at")?,
@@ -63,7 +64,7 @@ fn member_from_row(row: &AnyRow) -> Result<Member, StoreError> {
         team_id: row.try_get("team_id")?,
         user_id: row.try_get("user_id")?,
         email: row.try_get("email")?,
-        role: row.try_get("role")?,
+        role: Role::parse(&row.try_get::<String, _>("role")?)?,
         monthly_limit: row
             .try_get::<Option<i64>, _>("monthly_limit_nano")?
             .map(Money::from_nano),
@@ -89,7 +90,7 @@ impl Store {
         .bind(&team.name)
         .bind(&team.owner_id)
         .bind(team.default_monthly_limit.map(Money::nano))
-        .bind(&team.enforcement)
+        .bind(team.enforcement.as_str())
         .bind(serde_json::to_string(&team.restricted_models).unwrap_or_else(|_| "[]".into()))
         .bind(team.created_at)
         .execute(&mut *tx)
@@ -132,7 +133,7 @@ impl Store {
         )
         .bind(&team.name)
         .bind(team.default_monthly_limit.map(Money::nano))
-        .bind(&team.enforcement)
+        .bind(team.enforcement.as_str())
         .bind(serde_json::to_string(&team.restricted_models).unwrap_or_else(|_| "[]".into()))
         .bind(&team.id)
         .execute(&self.pool)
@@ -228,7 +229,7 @@ impl Store {
     }
 
     /// The teams a user belongs to, with the user's role.
-    pub async fn teams_of_user(&self, user_id: &str) -> Result<Vec<(Team, String)>, StoreError> {
+    pub async fn teams_of_user(&self, user_id: &str) -> Result<Vec<(Team, Role)>, StoreError> {
         let sql = format!(
             "SELECT {}, m.role AS member_role FROM teams t JOIN team_members m ON m.team_id = t.id \
              WHERE m.user_id = $1 AND m.removed_at IS NULL AND t.deleted_at IS NULL ORDER BY t.created_at, t.id",
@@ -243,7 +244,12 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((team_from_row(r)?, r.try_get("member_role")?)))
+            .map(|r| {
+                Ok((
+                    team_from_row(r)?,
+                    Role::parse(&r.try_get::<String, _>("member_role")?)?,
+                ))
+            })
             .collect()
     }
 
@@ -253,7 +259,7 @@ impl Store {
         &self,
         team_id: &str,
         user_id: &str,
-        role: &str,
+        role: Role,
         at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
@@ -263,7 +269,7 @@ impl Store {
         )
         .bind(team_id)
         .bind(user_id)
-        .bind(role)
+        .bind(role.as_str())
         .bind(at)
         .execute(&self.pool)
         .await?;
@@ -274,14 +280,14 @@ impl Store {
         &self,
         team_id: &str,
         user_id: &str,
-        role: &str,
+        role: Role,
         monthly_limit: Option<Money>,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE team_members SET role = $1, monthly_limit_nano = $2 \
              WHERE team_id = $3 AND user_id = $4 AND removed_at IS NULL",
         )
-        .bind(role)
+        .bind(role.as_str())
         .bind(monthly_limit.map(Money::nano))
         .bind(team_id)
         .bind(user_id)

@@ -3,8 +3,8 @@
 #   bash benches/load/ab.sh BIN_A BIN_B [SECONDS=8] [ROUNDS=3]
 # BIN_A / BIN_B are `tollgate` release binaries (e.g. the commit before a
 # refactor and the refactored build). The fast mock upstream comes from
-# $MOCK_BIN, else /work/ab/tollgate-mock-upstream, else
-# target/release/tollgate-mock-upstream (build it with --features bench-tools).
+# $MOCK_BIN, else target/release/tollgate-mock-upstream (build it with
+# --features bench-tools). Gateways log at $AB_RUST_LOG (default warn).
 # Modes (A and B run side by side with identical configs, each with its own
 # temp dir, database, spool dir and loopback port):
 #   embedded   SQLite + in-process counters
@@ -18,7 +18,7 @@
 # /proc/PID/stat over the requests wrk completed).
 # Prints Markdown tables (medians over rounds, ratio B/A of the medians and
 # the min-max of the per-round ratios) and writes the raw per-round rows to
-# /work/ab/last-ab.csv ($AB_CSV overrides).
+# benches/load/last-ab.csv ($AB_CSV overrides).
 # Needs wrk (apt-get install wrk), curl, python3; psql + redis-cli for pg-redis.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,16 +30,14 @@ secs=${3:-8}; rounds=${4:-3}
 [[ $secs =~ ^[0-9]+$ ]] && [ "$secs" -ge 1 ] || usage
 [[ $rounds =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] && [ "$rounds" -le 50 ] || usage
 for b in "$bin_a" "$bin_b"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }; done
-if [ -n "${MOCK_BIN:-}" ]; then mock_bin=$MOCK_BIN
-elif [ -x /work/ab/tollgate-mock-upstream ]; then mock_bin=/work/ab/tollgate-mock-upstream
-else mock_bin=target/release/tollgate-mock-upstream; fi
+mock_bin=${MOCK_BIN:-target/release/tollgate-mock-upstream}
 [ -x "$mock_bin" ] || { echo "mock upstream not found: $mock_bin (set MOCK_BIN)" >&2; exit 2; }
 for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 2; }
 done
 pg_admin=${TOLLGATE_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 redis_url=${TOLLGATE_TEST_REDIS:-redis://127.0.0.1:6379}
-csv_out=${AB_CSV:-/work/ab/last-ab.csv}
+csv_out=${AB_CSV:-benches/load/last-ab.csv}
 mkdir -p "$(dirname "$csv_out")"
 
 work=$(mktemp -d)
@@ -118,7 +116,7 @@ redis_prefix = "$6"
 spool_dir = "$work/$name/spool"
 $models
 TOML
-  RUST_LOG=warn "$bin" serve --config "$work/$name/tollgate.toml" 2>"$work/$name/log" &
+  RUST_LOG="${AB_RUST_LOG:-warn}" "$bin" serve --config "$work/$name/tollgate.toml" 2>"$work/$name/log" &
   local pid=$!
   pids+=("$pid")
   echo "$pid" > "$work/$name.pid"

@@ -82,3 +82,52 @@ async fn a_retried_settlement_applies_once() {
         .await
         .unwrap();
 }
+
+/// Balances past 14 digits of nano-dollars ($100,000 and more) come back
+/// from the reserve script exact, not in a float's exponent form.
+#[tokio::test]
+async fn a_large_balance_is_held_exactly() {
+    let prefix = format!("tgtest-large-{}", tollgate::keys::random_base62(8));
+    let counters = Counters::redis(&redis_url(), &prefix, None).await.unwrap();
+    let balance = CounterKey::Balance("acct".into());
+    let spend = CounterKey::Spend("team:user:2026-12".into());
+    let credit = Money::parse_usd("1000000").unwrap();
+    counters.seed(&balance, credit).await.unwrap();
+    counters
+        .seed(&spend, Money::parse_usd("123456.789").unwrap())
+        .await
+        .unwrap();
+    let hold = Money::parse_usd("0.0000493").unwrap();
+    let held = counters
+        .reserve(
+            "acct",
+            hold,
+            Some(SpendHold {
+                key: "team:user:2026-12",
+                hard_limit: None,
+            }),
+        )
+        .await
+        .unwrap();
+    let Reserve::Held {
+        remaining, spend, ..
+    } = held
+    else {
+        panic!("not held: {held:?}");
+    };
+    assert_eq!(remaining, Money::from_nano(credit.nano() - hold.nano()));
+    assert_eq!(
+        spend,
+        Some(Money::from_nano(
+            Money::parse_usd("123456.789").unwrap().nano() + hold.nano()
+        ))
+    );
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:bal:acct"))
+        .arg(format!("{prefix}:spend:team:user:2026-12"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}

@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::accounts::{self, AccountsError};
 use crate::auth::{self, Principal};
 use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
@@ -194,22 +195,16 @@ pub fn respond(status: StatusCode, body: &impl Serialize) -> Result<Response<Bod
 /// What an account may spend now: its counter, seeded from the store when
 /// missing.
 pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, GatewayError> {
-    if let Some(balance) = state
-        .counters
-        .balance(account)
+    let balance = async {
+        if let Some(balance) = state.counters.balance(account).await? {
+            return Ok(Some(balance));
+        }
+        accounts::seed_balance(&state.store, &state.counters, account).await?;
+        Ok(state.counters.balance(account).await?)
+    };
+    balance
         .await
-        .map_err(|error| GatewayError::from(crate::accounts::AccountsError::Counters(error)))?
-    {
-        return Ok(balance);
-    }
-    crate::accounts::seed_balance(&state.store, &state.counters, account)
-        .await
-        .map_err(GatewayError::from)?;
-    state
-        .counters
-        .balance(account)
-        .await
-        .map_err(|error| GatewayError::from(crate::accounts::AccountsError::Counters(error)))?
+        .inspect_err(|error: &AccountsError| tracing::warn!(%error, "Counter step failed."))?
         .ok_or_else(|| GatewayError::internal("balance counter missing after its seed"))
 }
 

@@ -207,7 +207,7 @@ pub async fn add_credits(
     // it is missing or was rebuilt meanwhile: the store already has it).
     crate::accounts::add_credit(&state.store, &state.counters, &credit)
         .await
-        .map_err(GatewayError::from)?;
+        .inspect_err(|error| tracing::warn!(%error, "Counter step failed."))?;
     audit(
         state,
         None,

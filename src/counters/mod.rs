@@ -280,7 +280,7 @@ impl Counters {
                     match memory.settle(&account, spend_key.as_deref(), held, cost) {
                         Ok(counted) => Released::Counted(counted),
                         Err(error) => {
-                            tracing::error!(%error, "Settlement failed.");
+                            tracing::error!(%request_id, %error, "Settlement failed.");
                             Released::Failed(Stamps::default())
                         }
                     },
@@ -308,12 +308,12 @@ impl Counters {
                         match settled {
                             Ok(counted) => break Released::Counted(counted),
                             Err(error) if tokio::time::Instant::now() < retry_until => {
-                                tracing::warn!(%error, "Settlement failed; retrying.");
+                                tracing::warn!(%request_id, %error, "Settlement failed; retrying.");
                                 tokio::time::sleep(backoff).await;
                                 backoff = (backoff * 2).min(Duration::from_secs(5));
                             }
                             Err(error) => {
-                                tracing::error!(%error, "Settlement failed; the hold stays taken.");
+                                tracing::error!(%request_id, %error, "Settlement failed; the hold stays taken.");
                                 break Released::Failed(stamps);
                             }
                         }

@@ -47,7 +47,8 @@ pub fn build_client(config: &UpstreamConfig) -> Result<UpstreamClient, rustls::E
 /// Why an upstream could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The connection could not be opened.
+    /// The connection could not be opened (refused, unreachable, or not
+    /// within `upstream.connect_timeout_ms`).
     #[error("connection failed: {0}")]
     Connect(String),
     /// A connect or read timed out below the client.
@@ -77,10 +78,12 @@ impl SendError {
             }
             source = cause.source();
         }
-        if timed_out {
-            SendError::TimedOut(detail)
-        } else if error.is_connect() {
+        // A connection that could not be opened is unreachable (502), even
+        // when opening it timed out; a timeout after that is a 504.
+        if error.is_connect() {
             SendError::Connect(detail)
+        } else if timed_out {
+            SendError::TimedOut(detail)
         } else {
             SendError::Broken(detail)
         }

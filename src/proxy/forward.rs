@@ -62,10 +62,8 @@ pub async fn forward(
     };
     let request_id = pending.request_id().clone();
     state.metrics.gateway_overhead.observe(pending.elapsed());
-    let prepared = match providers::prepare(provider, endpoint, upstream_body, client_headers) {
-        Ok(prepared) => prepared,
-        Err(error) => return Err(unreachable_upstream(pending, GatewayError::internal(error))),
-    };
+    let prepared = providers::prepare(provider, endpoint, upstream_body, client_headers)
+        .map_err(GatewayError::internal)?;
 
     if !request.stream {
         // A non-streamed call runs to the end even if the client leaves: the

@@ -52,7 +52,7 @@ pub async fn handle(
     let id = RequestId::new();
     let span = tracing::info_span!(
         "request",
-        id = %id,
+        request_id = %id,
         key = tracing::field::Empty,
         model = tracing::field::Empty,
         provider = tracing::field::Empty,

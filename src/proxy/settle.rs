@@ -62,6 +62,9 @@ pub struct Pending {
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
     pub max_output_tokens: Option<u64>,
+    /// The request's span: settlement may run after the handler returned
+    /// (a stream's end, a client gone), and its log lines still carry it.
+    span: tracing::Span,
     done: bool,
 }
 
@@ -78,6 +81,7 @@ impl Pending {
             stamps: hold.stamps,
             request_body: hold.request_body,
             max_output_tokens: hold.max_output_tokens,
+            span: tracing::Span::current(),
             done: false,
         }
     }
@@ -89,6 +93,11 @@ impl Pending {
 
     pub fn request_id(&self) -> &RequestId {
         &self.entry.request_id
+    }
+
+    /// The request's span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Tokens of the request's prompt, counted with the tokenizer (or by the
@@ -113,6 +122,8 @@ impl Pending {
     }
 
     fn settle(&mut self, outcome: Outcome) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let (usage, source) = match outcome.usage {
             Some((usage, source)) => (usage, source_of(source)),
             None => (Usage::default(), Source::None),

@@ -186,6 +186,8 @@ impl http_body::Body for MeteredBody {
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
+                    let span = this.pending.as_ref().map(|p| p.span().clone());
+                    let _entered = span.as_ref().map(tracing::Span::enter);
                     tracing::warn!(%error, "Upstream stream broke off.");
                     return this.fail(
                         "The upstream connection broke off mid-stream.",

@@ -143,16 +143,22 @@ pub enum Reserve {
     MissingSpend,
 }
 
-/// One hold to settle (see [`Counters::release`]).
-#[derive(Debug, Clone)]
-pub struct Release {
-    pub account: String,
-    pub spend_key: Option<String>,
+/// One hold to settle, borrowed from what carries it (see
+/// [`Counters::release`]): nothing is copied on the synchronous path.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    pub account: &'a str,
+    pub spend_key: Option<&'a str>,
     pub held: Money,
     pub cost: Money,
     /// The stamps the hold was taken under.
-    pub stamps: Stamps,
-    pub request_id: String,
+    pub stamps: &'a Stamps,
+    pub request_id: &'a str,
+}
+
+/// What carries a hold to settle (the ledger entry of a request).
+pub trait Holding: Send + 'static {
+    fn release(&self) -> Release<'_>;
 }
 
 /// How a release ended.
@@ -257,34 +263,29 @@ impl Counters {
         }
     }
 
-    /// Settles a hold and hands the result to `done`: in memory at once,
-    /// on the caller's thread (so it works from a `Drop`); on Redis on a
-    /// tracked task, retried for up to a minute while Redis is away.
-    pub fn release(
+    /// Settles a hold and hands the holding and the result back to `done`:
+    /// in memory at once, on the caller's thread (so it works from a
+    /// `Drop`); on Redis on a tracked task, retried for up to a minute while
+    /// Redis is away.
+    pub fn release<H: Holding>(
         self: &Arc<Self>,
         tasks: &Tasks,
-        release: Release,
-        done: impl FnOnce(Released) + Send + 'static,
+        holding: H,
+        done: impl FnOnce(H, Released) + Send + 'static,
     ) {
-        let Release {
-            account,
-            spend_key,
-            held,
-            cost,
-            stamps,
-            request_id,
-        } = release;
         match self.as_ref() {
             Counters::Memory(memory) => {
-                done(
-                    match memory.settle(&account, spend_key.as_deref(), held, cost) {
+                let hold = holding.release();
+                let released =
+                    match memory.settle(hold.account, hold.spend_key, hold.held, hold.cost) {
                         Ok(counted) => Released::Counted(counted),
                         Err(error) => {
+                            let request_id = hold.request_id;
                             tracing::error!(%request_id, %error, "Settlement failed.");
                             Released::Failed(Stamps::default())
                         }
-                    },
-                );
+                    };
+                done(holding, released);
             }
             Counters::Redis(_) => {
                 let counters = self.clone();
@@ -294,15 +295,17 @@ impl Counters {
                     // after a lost reply always finds it.
                     let mut backoff = Duration::from_millis(50);
                     let retry_until = tokio::time::Instant::now() + SETTLE_RETRY_WINDOW;
+                    let hold = holding.release();
+                    let request_id = hold.request_id;
                     let released = loop {
                         let settled = counters
                             .settle(
-                                &account,
-                                spend_key.as_deref(),
-                                held,
-                                cost,
-                                &stamps,
-                                &request_id,
+                                hold.account,
+                                hold.spend_key,
+                                hold.held,
+                                hold.cost,
+                                hold.stamps,
+                                request_id,
                             )
                             .await;
                         match settled {
@@ -314,11 +317,11 @@ impl Counters {
                             }
                             Err(error) => {
                                 tracing::error!(%request_id, %error, "Settlement failed; the hold stays taken.");
-                                break Released::Failed(stamps);
+                                break Released::Failed(hold.stamps.clone());
                             }
                         }
                     };
-                    done(released);
+                    done(holding, released);
                 });
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{Entry, LedgerSender};
 use crate::clock::Clock;
-use crate::counters::{Counters, Release, Released, Stamps};
+use crate::counters::{Counters, Holding, Release, Released, Stamps};
 use crate::metrics::Metrics;
 use crate::money::Money;
 use crate::tasks::Tasks;
@@ -51,18 +51,16 @@ impl Settler {
 
     /// Releases `held` at the entry's cost (returning the unused part, or
     /// taking the excess) in one atomic step, then queues the entry.
-    pub fn settle(self: &Arc<Self>, mut entry: Entry, held: Money, stamps: Stamps) {
-        let release = Release {
-            account: entry.account_id.clone(),
-            spend_key: entry.spend_key.clone(),
-            held,
-            cost: Money::from_nano(entry.cost_nano),
-            stamps,
-            request_id: entry.request_id.to_string(),
-        };
+    pub fn settle(self: &Arc<Self>, entry: Entry, held: Money, stamps: Stamps) {
         let this = self.clone();
+        let settling = Settling {
+            entry,
+            held,
+            stamps,
+        };
         self.counters
-            .release(&self.tasks, release, move |released| {
+            .release(&self.tasks, settling, move |settling, released| {
+                let mut entry = settling.entry;
                 entry.counted = match released {
                     Released::Counted(stamps) => stamps,
                     Released::Failed(stamps) => {
@@ -78,5 +76,26 @@ impl Settler {
     /// Queues the entry of a request refused before it held anything.
     pub fn record(&self, entry: Entry) {
         self.ledger.record(entry);
+    }
+}
+
+/// A finished request's entry with the hold it releases.
+struct Settling {
+    entry: Entry,
+    held: Money,
+    /// The stamps the hold was taken under.
+    stamps: Stamps,
+}
+
+impl Holding for Settling {
+    fn release(&self) -> Release<'_> {
+        Release {
+            account: &self.entry.account_id,
+            spend_key: self.entry.spend_key.as_deref(),
+            held: self.held,
+            cost: Money::from_nano(self.entry.cost_nano),
+            stamps: &self.stamps,
+            request_id: &self.entry.request_id,
+        }
     }
 }

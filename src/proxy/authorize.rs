@@ -42,11 +42,15 @@ pub async fn authorize(
     ctx.entry.provider = provider.name.clone();
     // Only a configured model's name goes in the span: the client's text
     // could be anything, of any length.
-    let span = tracing::Span::current();
-    span.record("model", model.name.as_str());
-    span.record("provider", provider.name.as_str());
+    let span = super::detail().then(tracing::Span::current);
+    if let Some(span) = &span {
+        span.record("model", model.name.as_str());
+        span.record("provider", provider.name.as_str());
+    }
     let billing = resolve_billing(state, &ctx.principal, headers).await?;
-    span.record("payer", billing.account_id.as_str());
+    if let Some(span) = &span {
+        span.record("payer", billing.account_id.as_str());
+    }
     ctx.entry.account_id = billing.account_id.clone();
     ctx.entry.team_id = billing.policy.as_ref().map(|p| p.team_id.clone());
     let restricted = billing

@@ -31,8 +31,8 @@ use crate::router;
 use crate::store::Store;
 use crate::tasks::{self, Tasks};
 
-pub use crate::clock::{now_ms, Clock};
-pub use crate::state::AppState;
+use crate::clock::Clock;
+use crate::state::AppState;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

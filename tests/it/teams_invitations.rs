@@ -2,7 +2,7 @@
 //! (approve, deny, rotate, disable), with the audit trail they leave.
 
 use serde_json::json;
-use tollgate::app::Clock;
+use tollgate::clock::Clock;
 
 use crate::both_backends;
 use crate::helpers::gateway::{standard_models, Backend, TestGateway, TestStorage};

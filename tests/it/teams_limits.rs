@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tollgate::app::Clock;
+use tollgate::clock::Clock;
 use tollgate::money::Money;
 
 use crate::both_backends;

@@ -2,7 +2,7 @@
 //! in JSON and CSV.
 
 use serde_json::{json, Value};
-use tollgate::app::Clock;
+use tollgate::clock::Clock;
 use tollgate::money::Money;
 
 use crate::both_backends;

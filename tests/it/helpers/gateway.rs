@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
-use tollgate::app::{App, AppState, Clock};
+use tollgate::app::App;
+use tollgate::clock::Clock;
 use tollgate::config::Config;
 use tollgate::ledger::Entry as UsageRow;
+use tollgate::state::AppState;
 use tollgate::store::Store;
 
 use super::client::{self, Reply as HttpReply};

@@ -55,15 +55,6 @@ impl Tasks {
     pub async fn wait(&self) {
         self.0.wait().await;
     }
-
-    /// Tracked tasks still running.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Runs `future` on its own task, untracked: for a task whose owner keeps

@@ -45,10 +45,6 @@ impl Settler {
         &self.clock
     }
 
-    pub fn tasks(&self) -> &Tasks {
-        &self.tasks
-    }
-
     /// Releases `held` at the entry's cost (returning the unused part, or
     /// taking the excess) in one atomic step, then queues the entry.
     pub fn settle(self: &Arc<Self>, entry: Entry, held: Money, stamps: Stamps) {

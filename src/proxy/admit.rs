@@ -30,7 +30,7 @@ pub async fn admit(
             "The usage ledger is behind; the request was not forwarded. Retry shortly.".into(),
         ));
     }
-    let (Some(route), Some(billing)) = (ctx.route, ctx.billing.clone()) else {
+    let (Some(route), Some(billing)) = (ctx.route, ctx.billing.as_ref()) else {
         return Err(GatewayError::internal("admission before authorization"));
     };
     let model = route.model(&state.config);

@@ -82,8 +82,4 @@ impl RequestCtx {
             entry,
         }
     }
-
-    pub fn id(&self) -> &RequestId {
-        &self.entry.request_id
-    }
 }

@@ -35,7 +35,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-pub use self::ctx::{Billing, RequestCtx};
+use self::ctx::RequestCtx;
 pub use self::models::list as list_models;
 use self::request::ClientRequest;
 use self::settle::{Hold, Pending};

@@ -10,6 +10,7 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::http_body::Body;
+use crate::money::Money;
 use crate::store::StoreError;
 
 /// Which error shape the client's SDK expects.
@@ -27,10 +28,19 @@ pub enum GatewayError {
     ModelNotFound(String),
     #[error("The model '{0}' is restricted for this team.")]
     ModelNotAllowed(String),
-    #[error("{0}")]
-    MonthlyLimitExceeded(String),
-    #[error("{0}")]
-    InsufficientBalance(String),
+    #[error("{message}")]
+    MonthlyLimitExceeded {
+        message: String,
+        figures: Box<Figures>,
+    },
+    #[error("{message}")]
+    InsufficientBalance {
+        message: String,
+        figures: Box<Figures>,
+    },
+    /// The request's cost cannot be bounded or metered (400).
+    #[error("{message}")]
+    Unmeterable { message: String, param: String },
     #[error("Rate limit reached: {limit} requests per minute for this key. Try again in {retry_after_secs} s.")]
     RateLimited { limit: u32, retry_after_secs: u64 },
     #[error("{message}")]
@@ -65,6 +75,43 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// The machine-readable figures of a money refusal, beside the message
+/// (contract §5, "Money refusals say why, in fields").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// `balance` or `member_monthly`.
+    pub scope: &'static str,
+    /// What the request would have held.
+    pub hold: Money,
+    /// `balance`: the paying account's balance (holds in flight deducted).
+    pub balance: Option<Money>,
+    /// `member_monthly`: the limit, the month's spend (settled and held)
+    /// and when it resets (RFC 3339).
+    pub limit: Option<Money>,
+    pub spent: Option<Money>,
+    pub resets_at: Option<String>,
+}
+
+impl Figures {
+    fn insert_into(&self, object: &mut serde_json::Map<String, serde_json::Value>) {
+        object.insert("scope".into(), self.scope.into());
+        object.insert("hold_usd".into(), self.hold.to_string().into());
+        let optional = [
+            ("balance_usd", self.balance),
+            ("limit_usd", self.limit),
+            ("spent_usd", self.spent),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                object.insert(name.into(), value.to_string().into());
+            }
+        }
+        if let Some(resets_at) = &self.resets_at {
+            object.insert("resets_at".into(), resets_at.clone().into());
+        }
+    }
+}
+
 /// A storage failure: its detail is logged at the edge, the client sees a
 /// generic error.
 impl From<StoreError> for GatewayError {
@@ -92,11 +139,12 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_)
             | GatewayError::NotATeamMember(_)
             | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
-            GatewayError::MonthlyLimitExceeded(_) | GatewayError::InsufficientBalance(_) => {
-                StatusCode::PAYMENT_REQUIRED
-            }
+            GatewayError::MonthlyLimitExceeded { .. }
+            | GatewayError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidRequest { .. } | GatewayError::Unmeterable { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -115,8 +163,9 @@ impl GatewayError {
             GatewayError::InvalidApiKey => "invalid_api_key",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
-            GatewayError::MonthlyLimitExceeded(_) => "monthly_limit_exceeded",
-            GatewayError::InsufficientBalance(_) => "insufficient_balance",
+            GatewayError::MonthlyLimitExceeded { .. } => "monthly_limit_exceeded",
+            GatewayError::InsufficientBalance { .. } => "insufficient_balance",
+            GatewayError::Unmeterable { .. } => "unmeterable_request",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::InvalidRequest { .. }
             | GatewayError::PayloadTooLarge(_)
@@ -137,9 +186,8 @@ impl GatewayError {
 
     fn openai_type(&self) -> &'static str {
         match self {
-            GatewayError::MonthlyLimitExceeded(_) | GatewayError::InsufficientBalance(_) => {
-                "insufficient_quota"
-            }
+            GatewayError::MonthlyLimitExceeded { .. }
+            | GatewayError::InsufficientBalance { .. } => "insufficient_quota",
             GatewayError::RateLimited { .. } => "requests",
             GatewayError::ModelNotAllowed(_)
             | GatewayError::NotATeamMember(_)
@@ -168,6 +216,7 @@ impl GatewayError {
     fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => param.as_deref(),
+            GatewayError::Unmeterable { param, .. } => Some(param),
             GatewayError::ModelNotFound(_) | GatewayError::ModelNotAllowed(_) => Some("model"),
             _ => None,
         }
@@ -187,7 +236,7 @@ impl GatewayError {
             tracing::error!(request_id, error = %detail, "Internal error.");
         }
         let message = self.public_message();
-        let body = match shape {
+        let mut body = match shape {
             ErrorShape::OpenAi => json!({"error": {
                 "message": message,
                 "type": self.openai_type(),
@@ -199,6 +248,18 @@ impl GatewayError {
                 "message": message,
             }}),
         };
+        if let Some(object) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
+            match &self {
+                GatewayError::MonthlyLimitExceeded { figures, .. }
+                | GatewayError::InsufficientBalance { figures, .. } => {
+                    figures.insert_into(object);
+                }
+                GatewayError::ModelNotAllowed(_) => {
+                    object.insert("scope".into(), "model_restriction".into());
+                }
+                _ => {}
+            }
+        }
         let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -210,7 +271,8 @@ impl GatewayError {
             headers.insert("x-request-id", value);
         }
         match &self {
-            GatewayError::MonthlyLimitExceeded(_) | GatewayError::InsufficientBalance(_) => {
+            GatewayError::MonthlyLimitExceeded { .. }
+            | GatewayError::InsufficientBalance { .. } => {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             GatewayError::RateLimited {

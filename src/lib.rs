@@ -3,7 +3,7 @@
 //! Modules form layers; a module never imports one above it (see
 //! `ARCHITECTURE.md`, "Layers"):
 //!
-//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `tasks`,
+//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `bound`, `tasks`,
 //!    `singleflight`, `lookup`, `http_body`, `meter`, `pricing`, `metrics`;
 //! 2. storage and state of money: `store`, `error`, `counters`, `accounts`,
 //!    `ledger`, `providers`;
@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod bound;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -77,6 +77,8 @@ pub struct Metrics {
     key_cache_misses: AtomicU64,
     store_fallbacks: AtomicU64,
     settlement_failures: AtomicU64,
+    holds_exceeded: AtomicU64,
+    drains: AtomicU64,
 }
 
 impl Metrics {
@@ -116,6 +118,20 @@ impl Metrics {
     /// A settlement Redis never took: its hold stays taken.
     pub fn settlement_failed(&self) {
         self.settlement_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A settled cost above its hold: the bound was broken.
+    pub fn hold_exceeded(&self) {
+        self.holds_exceeded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stream read to its end after its client left.
+    pub fn drained(&self) {
+        self.drains.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn holds_exceeded(&self) -> u64 {
+        self.holds_exceeded.load(Ordering::Relaxed)
     }
 
     /// A lookup answered from the last known value: the database was away.
@@ -234,6 +250,16 @@ impl Metrics {
             "tollgate_settlement_failures_total {}",
             load(&self.settlement_failures)
         );
+        let _ = writeln!(out, "# HELP tollgate_hold_exceeded_total Settled costs above their hold (a breach of the hold bound; billed in full).");
+        let _ = writeln!(out, "# TYPE tollgate_hold_exceeded_total counter");
+        let _ = writeln!(
+            out,
+            "tollgate_hold_exceeded_total {}",
+            load(&self.holds_exceeded)
+        );
+        let _ = writeln!(out, "# HELP tollgate_streams_drained_total Streams read to their usage after the client left.");
+        let _ = writeln!(out, "# TYPE tollgate_streams_drained_total counter");
+        let _ = writeln!(out, "tollgate_streams_drained_total {}", load(&self.drains));
         let _ = writeln!(
             out,
             "# HELP tollgate_answers_total Answers by model and HTTP status, refusals included."

@@ -7,6 +7,7 @@
 //! default applies: SQLite at `./tollgate.db`, in-process counters, and the
 //! built-in `mock` provider.
 
+pub mod known;
 mod raw;
 mod sections;
 mod validate;
@@ -18,13 +19,15 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Value;
 
+use crate::bound::ModelLimits;
 use crate::pricing::ModelPrice;
 
 use self::raw::{apply_override, RawConfig};
 use self::validate::validate;
 
 pub use self::sections::{
-    CacheConfig, LedgerConfig, LimitsConfig, ServerConfig, StorageConfig, UpstreamConfig,
+    CacheConfig, LedgerConfig, LimitsConfig, MeteringConfig, OnClientDisconnect, ServerConfig,
+    StorageConfig, UpstreamConfig,
 };
 
 /// A secret value: `Debug` and `Display` print a redaction.
@@ -106,7 +109,9 @@ pub struct ModelConfig {
     pub provider: usize,
     pub upstream_model: String,
     pub price: ModelPrice,
-    pub max_output_tokens: Option<u64>,
+    /// Context window and output limit: configured, else built in (see
+    /// [`known`]), else derived.
+    pub limits: ModelLimits,
 }
 
 /// The validated configuration.
@@ -119,6 +124,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub ledger: LedgerConfig,
     pub cache: CacheConfig,
+    pub metering: MeteringConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }

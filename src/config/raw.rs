@@ -7,7 +7,8 @@ use serde::Deserialize;
 use toml::Value;
 
 use super::sections::{
-    CacheConfig, LedgerConfig, LimitsConfig, ServerConfig, StorageConfig, UpstreamConfig,
+    CacheConfig, LedgerConfig, LimitsConfig, MeteringConfig, ServerConfig, StorageConfig,
+    UpstreamConfig,
 };
 use super::ConfigError;
 
@@ -22,6 +23,7 @@ pub(super) struct RawConfig {
     pub(super) limits: LimitsConfig,
     pub(super) ledger: LedgerConfig,
     pub(super) cache: CacheConfig,
+    pub(super) metering: MeteringConfig,
     pub(super) providers: Vec<RawProvider>,
     pub(super) models: Vec<RawModel>,
 }
@@ -60,6 +62,8 @@ pub(super) struct RawModel {
     pub(super) cache_write_usd_per_mtok: Option<PriceText>,
     #[serde(default)]
     pub(super) max_output_tokens: Option<u64>,
+    #[serde(default)]
+    pub(super) context_window: Option<u64>,
 }
 
 /// A price as written in TOML: a decimal string (preferred) or an integer.
@@ -148,6 +152,7 @@ pub(super) fn builtin_mock() -> (Vec<RawProvider>, Vec<RawModel>) {
         cached_input_usd_per_mtok: Some(PriceText::Text("0.10".into())),
         cache_write_usd_per_mtok: None,
         max_output_tokens: None,
+        context_window: None,
     };
     (
         vec![provider],

@@ -1,5 +1,5 @@
 //! The typed sections of the file (`[server]`, `[storage]`, `[upstream]`,
-//! `[limits]`, `[ledger]`, `[cache]`) and their defaults.
+//! `[limits]`, `[ledger]`, `[cache]`, `[metering]`) and their defaults.
 
 use serde::Deserialize;
 
@@ -106,8 +106,9 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Output bound reserved when a request sets no max tokens and its
-    /// model has no `max_output_tokens`.
+    /// Output bound of one answer when a request sets no max tokens and its
+    /// model's limit is unknown (no `max_output_tokens`, not in the built-in
+    /// table, no `context_window`).
     pub default_max_output_tokens: u64,
     /// Requests per minute per API key; 0 = unlimited.
     pub rpm_per_key: u32,
@@ -116,7 +117,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            default_max_output_tokens: 4096,
+            default_max_output_tokens: 128_000,
             rpm_per_key: 0,
         }
     }
@@ -169,6 +170,40 @@ impl Default for CacheConfig {
         CacheConfig {
             key_ttl_ms: 1_000,
             max_keys: 100_000,
+        }
+    }
+}
+
+/// What a stream costs when its client goes away before the end.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnClientDisconnect {
+    /// Keep reading the upstream to its usage and bill that exactly.
+    Drain,
+    /// Close the upstream at once and bill a conservative estimate.
+    Cancel,
+}
+
+/// `[metering]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringConfig {
+    pub on_client_disconnect: OnClientDisconnect,
+    /// Longest a drained stream is read after its client left; past it the
+    /// stream is closed and billed as `cancel` would.
+    pub drain_timeout_secs: u64,
+    /// `cancel`'s assumption of the fastest an upstream generates (hidden
+    /// reasoning included): a cut stream is billed at least this many
+    /// output tokens per second since it was sent, within the hold.
+    pub cancel_assumed_tokens_per_sec: u64,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        MeteringConfig {
+            on_client_disconnect: OnClientDisconnect::Drain,
+            drain_timeout_secs: 600,
+            cancel_assumed_tokens_per_sec: 5_000,
         }
     }
 }

@@ -5,7 +5,14 @@ use std::net::SocketAddr;
 use crate::money::PricePerMtok;
 use crate::pricing::ModelPrice;
 
+use super::known;
 use super::raw::{builtin_mock, PriceText, RawConfig};
+use crate::bound::ModelLimits;
+
+/// The built-in mock's facts: at most 16 words a reply, and an input count
+/// of a quarter of the request's bytes.
+const MOCK_MAX_OUTPUT_TOKENS: u64 = 16;
+const MOCK_CONTEXT_WINDOW: u64 = 1_000_000;
 use super::{Config, ConfigError, ModelConfig, ProviderConfig, ProviderKind, Secret};
 
 fn parse_price(key: &str, price: &PriceText) -> Result<PricePerMtok, ConfigError> {
@@ -68,6 +75,24 @@ pub(super) fn validate(
         return Err(ConfigError::new(
             "storage.redis_outage_budget_usd",
             "must be a non-negative decimal amount of USD",
+        ));
+    }
+    if raw.limits.default_max_output_tokens == 0 {
+        return Err(ConfigError::new(
+            "limits.default_max_output_tokens",
+            "must be above 0",
+        ));
+    }
+    if raw.metering.drain_timeout_secs == 0 {
+        return Err(ConfigError::new(
+            "metering.drain_timeout_secs",
+            "must be above 0",
+        ));
+    }
+    if raw.metering.cancel_assumed_tokens_per_sec == 0 {
+        return Err(ConfigError::new(
+            "metering.cancel_assumed_tokens_per_sec",
+            "must be above 0",
         ));
     }
     if raw.ledger.batch_size == 0 || raw.ledger.queue_capacity == 0 {
@@ -208,18 +233,36 @@ pub(super) fn validate(
                 .map(|p| parse_price(&key("cache_write_usd_per_mtok"), p))
                 .transpose()?,
         };
-        if m.max_output_tokens == Some(0) {
-            return Err(ConfigError::new(
-                key("max_output_tokens"),
-                "must be above 0",
-            ));
+        for (field, value) in [
+            ("max_output_tokens", m.max_output_tokens),
+            ("context_window", m.context_window),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::new(key(field), "must be above 0"));
+            }
         }
+        let upstream_model = m.upstream_model.unwrap_or_else(|| m.name.clone());
+        let known = known::lookup(&upstream_model).or_else(|| known::lookup(&m.name));
+        let mock = providers[provider].kind == ProviderKind::Mock;
+        let context_window = m
+            .context_window
+            .or(known.map(|k| k.context_window))
+            .or(mock.then_some(MOCK_CONTEXT_WINDOW));
+        let max_output_tokens = m
+            .max_output_tokens
+            .or(known.map(|k| k.max_output_tokens))
+            .or(mock.then_some(MOCK_MAX_OUTPUT_TOKENS))
+            .or(context_window)
+            .unwrap_or(raw.limits.default_max_output_tokens);
         models.push(ModelConfig {
-            upstream_model: m.upstream_model.unwrap_or_else(|| m.name.clone()),
+            upstream_model,
             name: m.name,
             provider,
             price,
-            max_output_tokens: m.max_output_tokens,
+            limits: ModelLimits {
+                context_window,
+                max_output_tokens,
+            },
         });
     }
 
@@ -231,6 +274,7 @@ pub(super) fn validate(
         limits: raw.limits,
         ledger: raw.ledger,
         cache: raw.cache,
+        metering: raw.metering,
         providers,
         models,
     })

@@ -166,6 +166,16 @@ impl StreamMeter {
         }
     }
 
+    /// The upstream's usage once it is final: OpenAI-style streams report
+    /// it once, at their end; Anthropic's counts are whole only at
+    /// `message_stop`.
+    pub fn final_usage(&self) -> Option<Usage> {
+        match self.protocol {
+            Protocol::Anthropic if self.end != StreamEnd::Completed => None,
+            _ => self.reported_usage(),
+        }
+    }
+
     pub fn output(&self) -> &OutputTally {
         &self.output
     }

@@ -149,6 +149,11 @@ impl Rewrite<'_> {
                 let options = object
                     .entry("stream_options")
                     .or_insert_with(|| Value::Object(Default::default()));
+                // `null`, `false` or a string would turn the usage chunk off
+                // upstream: replaced, as if the client had sent none.
+                if !options.is_object() {
+                    *options = Value::Object(Default::default());
+                }
                 if let Some(options) = options.as_object_mut() {
                     options.insert("include_usage".into(), Value::Bool(true));
                     changed = true;
@@ -193,6 +198,31 @@ mod tests {
         assert_eq!(body["model"], "b");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["stream_options"]["include_obfuscation"], false);
+    }
+
+    #[test]
+    fn replaces_stream_options_that_are_not_an_object() {
+        for options in [
+            serde_json::Value::Null,
+            false.into(),
+            "include_usage".into(),
+        ] {
+            let mut body = serde_json::json!({"model":"a","stream":true,"stream_options":options});
+            let (changed, strip) = plan_rewrite(
+                Endpoint::ChatCompletions,
+                &provider(ProviderKind::OpenAi),
+                "a",
+                "a",
+                true,
+                false,
+            )
+            .apply(&mut body);
+            assert!(changed && strip);
+            assert_eq!(
+                body["stream_options"],
+                serde_json::json!({"include_usage": true})
+            );
+        }
     }
 
     #[test]

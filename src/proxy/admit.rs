@@ -10,10 +10,11 @@ use super::ctx::RequestCtx;
 use super::request::ClientRequest;
 use super::settle::Hold;
 use crate::accounts::{self, AccountsError};
+use crate::bound::{self, Bound};
 use crate::clock::{self, Period};
 use crate::counters::{Reserve, SpendHold, Stamps};
 use crate::domain::Enforcement;
-use crate::error::GatewayError;
+use crate::error::{Figures, GatewayError};
 use crate::money::Money;
 use crate::policy::MemberPolicy;
 use crate::providers::Endpoint;
@@ -34,18 +35,26 @@ pub async fn admit(
         return Err(GatewayError::internal("admission before authorization"));
     };
     let model = route.model(&state.config);
-    let max_output = request.max_output(ctx.endpoint);
-    let output_bound = if ctx.endpoint == Endpoint::Embeddings {
-        0
-    } else {
-        max_output
-            .or(model.max_output_tokens)
-            .unwrap_or(state.config.limits.default_max_output_tokens)
-    };
-    // Any tokenizer yields at most one token per two bytes of JSON text for
-    // ordinary prompts; the bound needs no tokenizer on the hot path.
-    let input_bound = (request.bytes.len() as u64).div_ceil(2);
-    let amount = model.price.bound(input_bound, output_bound);
+    if request.shape.background && ctx.endpoint == Endpoint::Responses {
+        return Err(GatewayError::Unmeterable {
+            message: "'background' responses cannot be metered: their usage never passes \
+                      through the gateway. Send the request without 'background', or stream it."
+                .into(),
+            param: "background".into(),
+        });
+    }
+    let bound = bound::bound(
+        &request.shape,
+        request.bytes.len(),
+        ctx.endpoint != Endpoint::Embeddings,
+        &model.limits,
+        &model.price,
+    )
+    .map_err(|refused| GatewayError::Unmeterable {
+        message: refused.message,
+        param: refused.param.into(),
+    })?;
+    let amount = bound.amount;
     let period = clock::period_of(ctx.entry.started_at);
     let user_id = ctx.principal.user_id.as_str();
     let policy = billing.policy.as_deref();
@@ -62,32 +71,80 @@ pub async fn admit(
         Ok(held) => held,
         Err(Refusal::Error(error)) => return Err(error),
         Err(Refusal::Insufficient(available)) => {
-            return Err(GatewayError::InsufficientBalance(format!(
-                "The paying account's balance (${available}) cannot cover this request's reserved cost \
-                 (${amount}: the prompt plus up to {output_bound} output tokens of {}). \
-                 Add credits, or lower max_tokens.",
-                model.name
-            )));
+            return Err(GatewayError::InsufficientBalance {
+                message: format!(
+                    "The paying account's balance (${available}) cannot cover this request's hold \
+                     of ${amount} ({}). Add credits{}.",
+                    describe(&bound, &model.name),
+                    lower_hint(&bound)
+                ),
+                figures: Box::new(Figures {
+                    scope: "balance",
+                    hold: amount,
+                    balance: Some(available),
+                    ..Figures::default()
+                }),
+            });
         }
         Err(Refusal::Limit { spent, limit }) => {
             let team = policy.map_or("", |p| p.team_name.as_str());
-            return Err(GatewayError::MonthlyLimitExceeded(format!(
-                "Monthly limit reached for this member of team '{team}': limit ${limit}, \
-                 spent ${spent} this month, and this request reserves up to ${amount}. \
-                 The limit resets at {}.",
-                clock::rfc3339(period.end_ms)
-            )));
+            let resets_at = clock::rfc3339(period.end_ms);
+            return Err(GatewayError::MonthlyLimitExceeded {
+                message: format!(
+                    "Monthly limit reached for this member of team '{team}': limit ${limit}, \
+                     spent ${spent} this month, and this request holds up to ${amount} ({}). \
+                     The limit resets at {resets_at}{}.",
+                    describe(&bound, &model.name),
+                    lower_hint(&bound)
+                ),
+                figures: Box::new(Figures {
+                    scope: "member_monthly",
+                    hold: amount,
+                    limit: Some(limit),
+                    spent: Some(spent),
+                    resets_at: Some(resets_at),
+                    ..Figures::default()
+                }),
+            });
         }
     };
     ctx.warning = soft_limit_warning(state, policy, spend, user_id, &period);
     Ok(Hold {
         price: model.price,
         held: amount,
+        bound,
         spend_key,
         stamps,
         request_body: request.bytes.clone(),
-        max_output_tokens: (output_bound > 0).then_some(output_bound),
     })
+}
+
+/// What the hold covers, in words.
+fn describe(bound: &Bound, model: &str) -> String {
+    let input = if bound.hidden_input {
+        format!("{} input tokens, the context window, since the request names input the gateway cannot see", bound.input_tokens)
+    } else {
+        format!("up to {} input tokens", bound.input_tokens)
+    };
+    let choices = if bound.choices > 1 {
+        format!(" over {} choices", bound.choices)
+    } else {
+        String::new()
+    };
+    format!(
+        "{input} and up to {} output tokens{choices} of {model}",
+        bound.output_tokens
+    )
+}
+
+/// How the client can lower the hold.
+fn lower_hint(bound: &Bound) -> &'static str {
+    if bound.output_from_request || bound.output_tokens == 0 {
+        ""
+    } else {
+        ", or send max_tokens (max_completion_tokens, max_output_tokens): without it the hold \
+         covers the model's largest possible answer"
+    }
 }
 
 /// What one hold asks of the counters.

@@ -15,7 +15,7 @@ use super::ctx::Route;
 use super::headers;
 use super::request::ClientRequest;
 use super::settle::{Outcome, Pending};
-use super::stream::MeteredBody;
+use super::stream::{Disconnect, MeteredBody};
 use crate::domain::Status;
 use crate::error::GatewayError;
 use crate::http_body::Body;
@@ -88,38 +88,48 @@ pub async fn forward(
         return Ok(response);
     }
 
-    let upstream = match send(state, prepared).await {
-        Ok(upstream) => upstream,
-        Err(error) => return Err(unreachable_upstream(pending, error)),
-    };
-    let (parts, body) = upstream.into_parts();
-    let mut response = Response::new(Body::empty());
+    // A stream, too, runs on if the client leaves before the upstream's
+    // headers: the upstream may already be generating (and billing), and
+    // the metered body, dropped unread, then settles as a disconnect.
+    let task_state = state.clone();
+    let call = RunToEnd::new(&state.tasks, async move {
+        let upstream = match send(&task_state, prepared).await {
+            Ok(upstream) => upstream,
+            Err(error) => return Err(unreachable_upstream(pending, error)),
+        };
+        let (parts, body) = upstream.into_parts();
+        let is_sse = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !parts.status.is_success() || !is_sse {
+            // An error status (or a JSON answer to a stream request): pass
+            // it through; it costs nothing unless it carries usage.
+            let body = complete_json(&task_state, pending, endpoint, body, parts.status).await?;
+            return Ok((parts, Body::full(body), false));
+        }
+        let metered = MeteredBody::new(
+            body,
+            endpoint.protocol(),
+            strip_usage,
+            pending,
+            idle_timeout(&task_state),
+            Disconnect::new(&task_state.config.metering, &task_state.tasks),
+        );
+        Ok((parts, Body::stream(metered), true))
+    });
+    let (parts, body, streamed) = call.await?;
+    let mut response = Response::new(body);
     *response.status_mut() = parts.status;
     headers::copy_upstream(&parts.headers, response.headers_mut());
     headers::set_request_id(response.headers_mut(), &request_id);
-    let is_sse = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if !parts.status.is_success() || !is_sse {
-        // An error status (or a JSON answer to a stream request): pass it
-        // through; it costs nothing unless it carries usage.
-        let body = complete_json(state, pending, endpoint, body, parts.status).await?;
-        *response.body_mut() = Body::full(body);
-        return Ok(response);
+    if streamed {
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
     }
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    *response.body_mut() = Body::stream(MeteredBody::new(
-        body,
-        endpoint.protocol(),
-        strip_usage,
-        pending,
-        idle_timeout(state),
-    ));
     Ok(response)
 }
 

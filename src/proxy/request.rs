@@ -1,7 +1,7 @@
 //! Phase 2, read: the body within its limit, as a JSON object with a
-//! `model`. Only the few fields the gateway needs are read; everything else
-//! is skipped while the body is validated, so a request is not copied into
-//! a JSON tree unless it must be rewritten.
+//! `model`. One scan ([`bound::scan`]) validates it and reads the few fields
+//! the gateway needs (and whether it names input the gateway cannot see);
+//! a request is not copied into a JSON tree unless it must be rewritten.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -9,50 +9,22 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use crate::bound::{self, ScanError, Shape};
 use crate::error::GatewayError;
-use crate::providers::Endpoint;
 
 /// A read request: its bytes and the fields the gateway uses.
 pub struct ClientRequest {
     pub bytes: Bytes,
     pub model: String,
     pub stream: bool,
-    head: RequestHead,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct RequestHead {
-    #[serde(default)]
-    model: Option<Value>,
-    #[serde(default)]
-    stream: Option<Value>,
-    #[serde(default)]
-    max_tokens: Option<Value>,
-    #[serde(default)]
-    max_completion_tokens: Option<Value>,
-    #[serde(default)]
-    max_output_tokens: Option<Value>,
-    #[serde(default)]
-    stream_options: Option<Value>,
+    /// What the one scan of the body found (counts, hidden input).
+    pub shape: Shape,
 }
 
 impl ClientRequest {
-    /// The client's bound on output tokens, from the endpoint's field.
-    pub fn max_output(&self, endpoint: Endpoint) -> Option<u64> {
-        endpoint.max_output_field().iter().find_map(|field| {
-            let value = match *field {
-                "max_tokens" => self.head.max_tokens.as_ref(),
-                "max_completion_tokens" => self.head.max_completion_tokens.as_ref(),
-                "max_output_tokens" => self.head.max_output_tokens.as_ref(),
-                _ => None,
-            };
-            value.and_then(Value::as_u64)
-        })
-    }
-
     /// Whether the client asked for the usage chunk itself.
     pub fn asked_for_usage(&self) -> bool {
-        self.head
+        self.shape
             .stream_options
             .as_ref()
             .and_then(|o| o.get("include_usage"))
@@ -97,17 +69,20 @@ pub async fn read(
             ));
         }
     };
-    let head: RequestHead =
-        serde_json::from_slice(&bytes).map_err(|error| match error.classify() {
-            serde_json::error::Category::Data => {
-                GatewayError::invalid("The request body must be a JSON object.", None)
-            }
-            _ => GatewayError::invalid(
-                format!("The request body is not valid JSON: {error}."),
-                None,
-            ),
-        })?;
-    let model = match &head.model {
+    let shape = bound::scan(&bytes).map_err(|error| match error {
+        ScanError::NotAnObject => {
+            GatewayError::invalid("The request body must be a JSON object.", None)
+        }
+        ScanError::Syntax(error) => GatewayError::invalid(
+            format!("The request body is not valid JSON: {error}."),
+            None,
+        ),
+        ScanError::Duplicate(field) => GatewayError::invalid(
+            format!("'{field}' appears twice in the request body; send it once."),
+            Some(field),
+        ),
+    })?;
+    let model = match &shape.model {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
         Some(_) => {
             return Err(GatewayError::invalid(
@@ -122,7 +97,7 @@ pub async fn read(
             ))
         }
     };
-    let stream = match &head.stream {
+    let stream = match &shape.stream {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
         Some(_) => {
@@ -136,6 +111,6 @@ pub async fn read(
         bytes,
         model,
         stream,
-        head,
+        shape,
     })
 }

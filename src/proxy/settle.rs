@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::bound::Bound;
 use crate::counters::Stamps;
 use crate::domain::{RequestId, Source, Status};
 use crate::ledger::{Entry, Settler};
@@ -41,14 +42,14 @@ impl Outcome {
 pub struct Hold {
     pub price: ModelPrice,
     pub held: Money,
+    /// The tokens the hold covers.
+    pub bound: Bound,
     /// The member's monthly spend counter the hold also moved.
     pub spend_key: Option<String>,
     /// The counter stamps the hold was taken under.
     pub stamps: Stamps,
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
-    /// The output tokens the hold covers: a partial bill stays below it.
-    pub max_output_tokens: Option<u64>,
 }
 
 /// An admitted request's hold and attribution, until it settles.
@@ -61,7 +62,9 @@ pub struct Pending {
     stamps: Stamps,
     /// The client's request body, kept for the fallback token estimate.
     pub request_body: Bytes,
-    pub max_output_tokens: Option<u64>,
+    /// The tokens the hold covers: a partial or estimated bill stays
+    /// within them.
+    pub bound: Bound,
     /// The request's span: settlement may run after the handler returned
     /// (a stream's end, a client gone), and its log lines still carry it.
     span: tracing::Span,
@@ -80,7 +83,7 @@ impl Pending {
             held: hold.held,
             stamps: hold.stamps,
             request_body: hold.request_body,
-            max_output_tokens: hold.max_output_tokens,
+            bound: hold.bound,
             span: tracing::Span::current(),
             done: false,
         }
@@ -93,6 +96,10 @@ impl Pending {
 
     pub fn request_id(&self) -> &RequestId {
         &self.entry.request_id
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.settler.metrics()
     }
 
     /// The request's span.
@@ -129,6 +136,18 @@ impl Pending {
             None => (Usage::default(), Source::None),
         };
         let cost = self.price.cost(&usage);
+        if cost > self.held {
+            // The bound is a promise (ARCHITECTURE.md): a cost above it is a
+            // bug or an upstream billing past its own limits. Billed in full.
+            tracing::error!(
+                held = %self.held,
+                %cost,
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                "Cost above its hold: the hold bound was broken."
+            );
+            self.settler.metrics().hold_exceeded();
+        }
         let mut entry = std::mem::replace(
             &mut self.entry,
             Entry::draft(RequestId::default(), "", "", "", 0),

@@ -5,8 +5,10 @@
 //! forwarded per complete event so that the usage-only event can be cut
 //! out (at most one partial event is held). The body settles its request
 //! exactly once: at the end of the stream, on an upstream failure or idle
-//! timeout, or in `Drop` when the client goes away mid-stream (billed as
-//! `partial`).
+//! timeout, or in `Drop` when the client goes away mid-stream. A client
+//! that leaves never pays less than the upstream charges (contract §5):
+//! `drain` reads the upstream on to its usage on a tracked task ([`Drain`]);
+//! `cancel` closes it and bills [`conservative`] usage.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -18,10 +20,32 @@ use http_body::{Body as _, Frame};
 use tokio::time::Sleep;
 
 use super::settle::{Outcome, Pending};
+use crate::config::{MeteringConfig, OnClientDisconnect};
 use crate::domain::Status;
 use crate::http_body::BoxError;
-use crate::meter::{EventAction, Protocol, StreamEnd, StreamMeter};
+use crate::meter::{EventAction, Protocol, StreamEnd, StreamMeter, Usage, UsageSource};
 use crate::providers::UpstreamBody;
+use crate::tasks::Tasks;
+
+/// What to do with a stream whose client left (`[metering]`).
+#[derive(Clone)]
+pub struct Disconnect {
+    pub mode: OnClientDisconnect,
+    pub drain_timeout: Duration,
+    pub assumed_tokens_per_sec: u64,
+    pub tasks: Tasks,
+}
+
+impl Disconnect {
+    pub fn new(config: &MeteringConfig, tasks: &Tasks) -> Disconnect {
+        Disconnect {
+            mode: config.on_client_disconnect,
+            drain_timeout: Duration::from_secs(config.drain_timeout_secs),
+            assumed_tokens_per_sec: config.cancel_assumed_tokens_per_sec,
+            tasks: tasks.clone(),
+        }
+    }
+}
 
 /// The next chunk of data from the upstream (trailers carry nothing we
 /// meter and are skipped).
@@ -54,6 +78,7 @@ pub struct MeteredBody {
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     ended: bool,
+    disconnect: Disconnect,
 }
 
 impl MeteredBody {
@@ -63,6 +88,7 @@ impl MeteredBody {
         strip_usage: bool,
         pending: Pending,
         idle_timeout: Duration,
+        disconnect: Disconnect,
     ) -> MeteredBody {
         MeteredBody {
             source,
@@ -74,6 +100,7 @@ impl MeteredBody {
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             ended: false,
+            disconnect,
         }
     }
 
@@ -105,11 +132,11 @@ impl MeteredBody {
         };
         let end = self.meter.end();
         let broken = broken || end == StreamEnd::Errored;
-        let (usage, source) = self
-            .meter
-            .conclude(broken, pending.max_output_tokens, |quick| {
-                pending.estimate_prompt_tokens(quick)
-            });
+        let (usage, source) =
+            self.meter
+                .conclude(broken, Some(pending.bound.output_tokens), |quick| {
+                    pending.estimate_prompt_tokens(quick)
+                });
         let status = if !broken {
             Status::Ok
         } else if end == StreamEnd::Errored {
@@ -223,7 +250,135 @@ impl http_body::Body for MeteredBody {
 
 impl Drop for MeteredBody {
     fn drop(&mut self) {
-        // The client went away mid-stream: bill what was generated so far.
-        self.settle(true, Status::ClientClosed, Some("client_closed"));
+        // The client went away mid-stream.
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let assumed = self.disconnect.assumed_tokens_per_sec;
+        let meter = std::mem::replace(&mut self.meter, StreamMeter::new(self.protocol, false));
+        if self.disconnect.mode == OnClientDisconnect::Cancel {
+            settle_cancelled(pending, &meter, assumed);
+            return;
+        }
+        let drain = Drain {
+            source: std::mem::replace(&mut self.source, UpstreamBody::Mock(Default::default())),
+            meter,
+            pending: Some(pending),
+            idle_timeout: self.idle_timeout,
+            assumed_tokens_per_sec: assumed,
+        };
+        let timeout = self.disconnect.drain_timeout;
+        // Outside a runtime the future is dropped unrun, and `Drain`'s own
+        // `Drop` bills the conservative estimate.
+        self.disconnect.tasks.spawn_if_running(drain.run(timeout));
     }
+}
+
+/// A stream whose client left, read on to the upstream's own usage.
+struct Drain {
+    source: UpstreamBody,
+    meter: StreamMeter,
+    /// Taken when settled; `Drop` settles what was not.
+    pending: Option<Pending>,
+    idle_timeout: Duration,
+    assumed_tokens_per_sec: u64,
+}
+
+impl Drain {
+    async fn run(mut self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Some(output_bound) = self.pending.as_ref().map(|p| p.bound.output_tokens) else {
+            return;
+        };
+        loop {
+            let until = deadline.min(tokio::time::Instant::now() + self.idle_timeout);
+            let source = &mut self.source;
+            let next =
+                tokio::time::timeout_at(until, std::future::poll_fn(|cx| poll_chunk(source, cx)))
+                    .await;
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    self.meter.feed(&chunk, |_, _| {});
+                    // An upstream past the hold's output is broken; what it
+                    // sends is no longer worth reading.
+                    if self.meter.output().quick_tokens() > output_bound.saturating_mul(4) {
+                        break;
+                    }
+                }
+                Ok(Some(Err(_))) | Err(_) => break,
+                Ok(None) => {
+                    self.meter.finish();
+                    break;
+                }
+            }
+        }
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match self.meter.final_usage() {
+            Some(usage) => {
+                pending.metrics().drained();
+                pending.finish(Outcome {
+                    usage: Some((usage, UsageSource::Exact)),
+                    status: Status::ClientClosed,
+                    http_status: 499,
+                    error_code: Some("client_closed"),
+                });
+            }
+            None => settle_cancelled(pending, &self.meter, self.assumed_tokens_per_sec),
+        }
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            settle_cancelled(pending, &self.meter, self.assumed_tokens_per_sec);
+        }
+    }
+}
+
+/// Settles a stream cut on the client's behalf at [`conservative`] usage.
+fn settle_cancelled(pending: Pending, meter: &StreamMeter, assumed_tokens_per_sec: u64) {
+    // Usage the upstream already reported in full needs no estimate.
+    let usage = match meter.final_usage() {
+        Some(usage) => (usage, UsageSource::Exact),
+        None => (
+            conservative(meter, &pending, assumed_tokens_per_sec),
+            UsageSource::Partial,
+        ),
+    };
+    pending.finish(Outcome {
+        usage: Some(usage),
+        status: Status::ClientClosed,
+        http_status: 499,
+        error_code: Some("client_closed"),
+    });
+}
+
+/// The usage of a stream cut before its end, never below what the upstream
+/// can have charged and never above the hold: input as reported (Anthropic
+/// reports it first) or else the hold's input bound; output the most of
+/// what was seen, what was reported, and `assumed_tokens_per_sec` for every
+/// second since the request arrived (hidden reasoning is not seen), within
+/// the hold's output bound.
+fn conservative(meter: &StreamMeter, pending: &Pending, assumed_tokens_per_sec: u64) -> Usage {
+    let bound = &pending.bound;
+    let reported = meter.reported_usage();
+    let mut usage = reported.unwrap_or(Usage {
+        input_tokens: bound.input_tokens,
+        ..Usage::default()
+    });
+    let elapsed_ms = pending.elapsed().as_millis() as u64;
+    let assumed = assumed_tokens_per_sec
+        .saturating_mul(elapsed_ms)
+        .div_ceil(1000);
+    let seen = meter.output().quick_tokens();
+    usage.output_tokens = usage
+        .output_tokens
+        .max(seen)
+        .max(assumed)
+        .max(1)
+        .min(bound.output_tokens.max(usage.output_tokens));
+    usage
 }

@@ -116,3 +116,74 @@ async fn a_limit_change_reaches_the_other_process_at_once() {
         );
     }
 }
+
+/// 200 hidden-input requests (each held at gpt-5.1's 400,000-token window,
+/// each loading 390,000 tokens upstream) through two processes against a
+/// balance that covers three holds: at most three served, nothing negative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_hold_hidden_input_to_the_balance() {
+    let upstream = crate::helpers::upstream::MockUpstream::start(crate::proxy_holds::greedy).await;
+    let deployment = Deployment::start_with(upstream).await;
+    let a = deployment.gateway("a");
+    let b = deployment.gateway("b");
+    let user = api(
+        &a,
+        "POST",
+        "/api/users",
+        ADMIN,
+        json!({"email": "hidden@example.com"}),
+    )
+    .await;
+    let user_id = user["id"].as_str().unwrap().to_string();
+    let key = api(
+        &a,
+        "POST",
+        &format!("/api/users/{user_id}/keys"),
+        ADMIN,
+        json!({}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api(
+        &a,
+        "POST",
+        &format!("/api/users/{user_id}/credits"),
+        ADMIN,
+        json!({"amount_usd": "1.60"}),
+    )
+    .await;
+    let body = json!({"model": "gpt-5.1", "previous_response_id": "resp_1", "input": "more", "max_output_tokens": 100});
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let url = if i % 2 == 0 {
+            a.url("/v1/responses")
+        } else {
+            b.url("/v1/responses")
+        };
+        let (key, body) = (key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client::send("POST", &url, &key, Some(body), &[])
+                .await
+                .status
+        }));
+    }
+    let mut served = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            200 => served += 1,
+            402 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    quiescent(&[&a, &b]).await;
+    assert!((1..=3).contains(&served), "served {served}");
+    for gateway in [&a, &b] {
+        let me = api(gateway, "GET", "/api/me", &key, Value::Null).await;
+        let balance = Money::parse_usd(me["balance_usd"].as_str().unwrap()).unwrap();
+        assert!(balance >= Money::ZERO, "balance went negative: {balance}");
+        let metrics = client::send("GET", &gateway.url("/metrics"), ADMIN, None, &[]).await;
+        assert!(metrics.text().contains("tollgate_hold_exceeded_total 0"));
+    }
+}

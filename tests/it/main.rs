@@ -18,6 +18,7 @@ mod faults_processes;
 mod faults_redis;
 mod fixtures;
 mod proxy_failures;
+mod proxy_holds;
 mod proxy_metering;
 mod proxy_operations;
 mod proxy_refusals;

@@ -150,7 +150,9 @@ async fn broken_streams_bill_partial(backend: Backend) {
 }
 both_backends!(broken_streams_bill_partial);
 
-async fn client_disconnect_bills_partial_once(backend: Backend) {
+/// The default `on_client_disconnect = "drain"`: the stream is read on to
+/// the upstream's usage after the client left, and billed exactly, once.
+async fn client_disconnect_is_drained_and_billed_once(backend: Backend) {
     let upstream = MockUpstream::start(|_| {
         let mut body = String::new();
         for i in 0..100 {
@@ -186,11 +188,14 @@ async fn client_disconnect_bills_partial_once(backend: Backend) {
     let row = gw.row(&request_id).await;
     assert_eq!(
         (row.usage_source.as_str(), row.status.as_str()),
-        ("partial", "client_closed")
+        ("exact", "client_closed")
     );
-    assert!(row.output_tokens >= 1 && row.output_tokens < 500, "{row:?}");
-    let full = tollgate::money::Money::parse_usd("0.005").unwrap().nano(); // 500 output tokens of gpt-5.1
-    assert!(row.cost_nano > 0 && row.cost_nano < full, "{row:?}");
+    assert_eq!((row.input_tokens, row.output_tokens), (10, 300), "{row:?}");
+    // 10 × $1.25/M + 300 × $10/M.
+    let whole = tollgate::money::Money::parse_usd("0.0030125")
+        .unwrap()
+        .nano();
+    assert_eq!(row.cost_nano, whole, "{row:?}");
     gw.ledger_idle().await;
     let rows = gw
         .store()
@@ -205,7 +210,7 @@ async fn client_disconnect_bills_partial_once(backend: Backend) {
     );
     gw.finish().await;
 }
-both_backends!(client_disconnect_bills_partial_once);
+both_backends!(client_disconnect_is_drained_and_billed_once);
 
 /// A client that leaves during a non-streamed call does not cancel it: the
 /// provider bills the whole answer, so the row does too, once.

@@ -34,6 +34,7 @@ async fn restrictions_billing_and_transfer(backend: Backend) {
         ),
         (403, Some("model_not_allowed"))
     );
+    assert_eq!(restricted.json()["error"]["scope"], "model_restriction");
     let globbed = team_bill(&gw, &fx.member.key, &team, "claude-haiku-4-5").await;
     assert_eq!(globbed.status, 403);
     assert_eq!(

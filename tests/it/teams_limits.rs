@@ -57,6 +57,13 @@ async fn limits_soft_hard_override_and_rollover(backend: Backend) {
         (error["code"].as_str(), error["type"].as_str()),
         (Some("monthly_limit_exceeded"), Some("insufficient_quota"))
     );
+    // The figures, in fields (contract §5).
+    assert_eq!(error["scope"], "member_monthly");
+    assert_eq!(error["limit_usd"], "0.01");
+    assert_eq!(error["resets_at"], "2026-12-01T00:00:00Z");
+    let spent = tollgate::money::Money::parse_usd(error["spent_usd"].as_str().unwrap()).unwrap();
+    let hold = tollgate::money::Money::parse_usd(error["hold_usd"].as_str().unwrap()).unwrap();
+    assert!(spent.nano() > 0 && hold.nano() > 0, "{error}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("limit $0.01")

@@ -34,6 +34,11 @@ impl Deployment {
             Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
         })
         .await;
+        Deployment::start_with(upstream).await
+    }
+
+    /// A deployment in front of the given upstream.
+    pub async fn start_with(upstream: MockUpstream) -> Deployment {
         let (pg, redis) =
             tokio::task::spawn_blocking(|| (PgCluster::start(), RedisServer::start()))
                 .await

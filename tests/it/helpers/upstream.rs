@@ -99,6 +99,9 @@ type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 pub struct MockUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Per finished answer: how many chunks went out before it ended or
+    /// its reader went away (what a provider would have generated).
+    delivered: Arc<Mutex<Vec<usize>>>,
 }
 
 impl MockUpstream {
@@ -106,8 +109,10 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let delivered = Arc::new(Mutex::new(Vec::new()));
         let script: Script = Arc::new(script);
         let seen_for_server = seen.clone();
+        let delivered_for_server = delivered.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -116,11 +121,15 @@ impl MockUpstream {
                 let _ = stream.set_nodelay(true);
                 let script = script.clone();
                 let seen = seen_for_server.clone();
+                let delivered = delivered_for_server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let script = script.clone();
                         let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(answer(request, script, seen).await) }
+                        let delivered = delivered.clone();
+                        async move {
+                            Ok::<_, Infallible>(answer(request, script, seen, delivered).await)
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -128,7 +137,16 @@ impl MockUpstream {
                 });
             }
         });
-        MockUpstream { addr, seen }
+        MockUpstream {
+            addr,
+            seen,
+            delivered,
+        }
+    }
+
+    /// Chunks delivered per finished answer (see `delivered`).
+    pub fn delivered(&self) -> Vec<usize> {
+        self.delivered.lock().unwrap().clone()
     }
 
     pub fn base_url(&self) -> String {
@@ -146,6 +164,7 @@ async fn answer(
     request: Request<Incoming>,
     script: Script,
     seen: Arc<Mutex<Vec<Seen>>>,
+    delivered: Arc<Mutex<Vec<usize>>>,
 ) -> Response<StreamBody<tokio_stream_shim::Receiver<ChunkResult>>> {
     let (parts, body) = request.into_parts();
     let bytes = body
@@ -163,9 +182,10 @@ async fn answer(
     if !reply.delay_headers.is_zero() {
         tokio::time::sleep(reply.delay_headers).await;
     }
-    let (tx, rx) = mpsc::channel::<ChunkResult>(4);
+    let (tx, rx) = mpsc::channel::<ChunkResult>(1);
     let chunks = reply.chunks.clone();
     tokio::spawn(async move {
+        let mut sent = 0;
         for (i, chunk) in chunks.into_iter().enumerate() {
             if reply.cut_after == Some(i) {
                 let _ = tx
@@ -174,15 +194,17 @@ async fn answer(
                         "cut",
                     )))
                     .await;
-                return;
+                break;
             }
             if i > 0 && !reply.pause.is_zero() {
                 tokio::time::sleep(reply.pause).await;
             }
             if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-                return;
+                break;
             }
+            sent += 1;
         }
+        delivered.lock().unwrap().push(sent);
     });
     let mut response = Response::new(StreamBody::new(tokio_stream_shim::Receiver(rx)));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();

@@ -105,5 +105,85 @@ fn admission(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, admission);
+/// The head read before holds became an upper bound (issue 11): six
+/// fields, everything else skipped by serde. The baseline of `bound`.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct HeadBefore {
+    #[serde(default)]
+    model: Option<serde_json::Value>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_output_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    stream_options: Option<serde_json::Value>,
+}
+
+/// Reading a body for admission: the old head parse against the one scan
+/// plus the bound that replaced it, on the same bodies in the same run.
+fn bound(c: &mut Criterion) {
+    use tollgate::bound::{self as hold, ModelLimits};
+    use tollgate::money::PricePerMtok;
+    use tollgate::pricing::ModelPrice;
+
+    let price = ModelPrice {
+        input: PricePerMtok::parse("1.25").unwrap(),
+        output: PricePerMtok::parse("10").unwrap(),
+        cached_input: Some(PricePerMtok::parse("0.125").unwrap()),
+        cache_write: None,
+    };
+    let limits = ModelLimits {
+        context_window: Some(400_000),
+        max_output_tokens: 128_000,
+    };
+    let message = |i: usize, len: usize| {
+        serde_json::json!({"role": if i % 2 == 0 { "user" } else { "assistant" },
+            "content": "The invoice total is due on the first of the month. ".repeat(len / 52 + 1)})
+    };
+    let chat = |messages: usize, len: usize| {
+        let messages: Vec<_> = (0..messages).map(|i| message(i, len)).collect();
+        serde_json::to_vec(&serde_json::json!({"model": "gpt-5.1", "max_tokens": 500,
+            "stream": true, "messages": messages}))
+        .unwrap()
+    };
+    let tools: Vec<_> = (0..20)
+        .map(|i| serde_json::json!({"type": "function", "name": format!("tool_{i}"),
+            "parameters": {"type": "object", "properties": {"url": {"type": "string"}, "q": {"type": "string"}}}}))
+        .collect();
+    let parts: Vec<_> = (0..40)
+        .map(|i| serde_json::json!({"role": "user", "content": [
+            {"type": "input_text", "text": "Describe this picture in detail, please. ".repeat(30)},
+            {"type": "input_image", "image_url": format!("data:image/png;base64,{}", "iVBORw0KGgo".repeat(10 + i))}]}))
+        .collect();
+    let responses = serde_json::to_vec(&serde_json::json!({"model": "gpt-5.1",
+        "max_output_tokens": 2000, "input": parts, "tools": tools}))
+    .unwrap();
+    let bodies = [
+        ("chat 200 B", chat(1, 100)),
+        ("chat 8 KB", chat(10, 750)),
+        ("responses 64 KB, images and tools", responses),
+        ("chat 1 MB", chat(40, 25_000)),
+    ];
+    let mut group = c.benchmark_group("bound");
+    for (name, body) in &bodies {
+        group.throughput(criterion::Throughput::Bytes(body.len() as u64));
+        group.bench_function(format!("{name}: head parse before"), |b| {
+            b.iter(|| serde_json::from_slice::<HeadBefore>(std::hint::black_box(body)).unwrap())
+        });
+        group.bench_function(format!("{name}: scan + bound"), |b| {
+            b.iter(|| {
+                let shape = hold::scan(std::hint::black_box(body)).unwrap();
+                hold::bound(&shape, body.len(), true, &limits, &price).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, admission, bound);
 criterion_main!(benches);

@@ -8,16 +8,27 @@
 use std::future::Future;
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// The tracked tasks of one gateway: shutdown closes and waits for them.
 #[derive(Clone, Debug, Default)]
-pub struct Tasks(TaskTracker);
+pub struct Tasks {
+    tracker: TaskTracker,
+    /// Cancelled by [`Tasks::close`]: a task that could run long (a drained
+    /// stream) ends early on it.
+    stopping: CancellationToken,
+}
 
 impl Tasks {
     pub fn new() -> Tasks {
-        Tasks(TaskTracker::new())
+        Tasks::default()
+    }
+
+    /// Resolves once shutdown has closed the tasks: long tasks finish up.
+    pub async fn stopping(&self) {
+        self.stopping.cancelled().await;
     }
 
     /// Runs `future` on the runtime; shutdown waits for it to end.
@@ -26,7 +37,7 @@ impl Tasks {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.0.spawn(future.in_current_span());
+        self.tracker.spawn(future.in_current_span());
     }
 
     /// Like [`Tasks::spawn`], from code that may run outside a runtime (a
@@ -39,7 +50,7 @@ impl Tasks {
     {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(self.0.track_future(future.in_current_span()));
+                runtime.spawn(self.tracker.track_future(future.in_current_span()));
                 true
             }
             Err(_) => false,
@@ -48,12 +59,13 @@ impl Tasks {
 
     /// No new tasks are expected; [`Tasks::wait`] can end.
     pub fn close(&self) {
-        self.0.close();
+        self.stopping.cancel();
+        self.tracker.close();
     }
 
     /// Waits until every tracked task has ended (after [`Tasks::close`]).
     pub async fn wait(&self) {
-        self.0.wait().await;
+        self.tracker.wait().await;
     }
 }
 

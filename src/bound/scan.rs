@@ -4,6 +4,13 @@
 //! Key names are compared after JSON unescaping (`"file\u005fid"` is
 //! `file_id`), as the upstream's parser will read them. Nothing is copied
 //! into a JSON tree except the few small top-level values kept.
+//!
+//! Every nested value is visited (strings are validated, not skipped): in
+//! `benches/admission.rs` (group `bound`) this costs 0.92× the old
+//! six-field head parse on a 200-byte chat, 1.15× on 1 MB, 1.77× on 64 KB
+//! of image parts. Skipping nested values unless a marker (`url"`,
+//! `file_id"`, `\u`, …) is in the bytes was measured slower: the searches
+//! cost more than the walk (1 MB: 236 µs against 150 µs).
 
 use std::fmt;
 

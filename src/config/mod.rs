@@ -247,6 +247,39 @@ mod tests {
         let config = Config::from_parts(text, &[], |_| Some("secret".to_string())).unwrap();
         assert_eq!(config.providers.len(), 3);
         assert!(config.model("claude-sonnet-4-5").is_some());
+        // Every model it lists states its limits (the hold's bounds).
+        let models = text.matches("\n[[models]]").count();
+        assert_eq!(models, config.models.len());
+        assert_eq!(text.matches("\ncontext_window = ").count(), models);
+        assert_eq!(text.matches("\nmax_output_tokens = ").count(), models);
+    }
+
+    #[test]
+    fn model_limits_come_from_config_then_the_table() {
+        let config = load(
+            "[[providers]]\nname='o'\nkind='openai'\napi_key='k'\n\
+             [[models]]\nname='a'\nprovider='o'\nupstream_model='gpt-4o-mini'\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='1'\n\
+             [[models]]\nname='b'\nprovider='o'\nupstream_model='gpt-4o'\nmax_output_tokens=100\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='1'\n\
+             [[models]]\nname='c'\nprovider='o'\ncontext_window=32000\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='1'\n\
+             [[models]]\nname='d'\nprovider='o'\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='1'\n",
+            &[],
+        )
+        .unwrap();
+        let limits = |name: &str| config.model(name).unwrap().limits;
+        assert_eq!(limits("a").context_window, Some(128_000));
+        assert_eq!(limits("a").max_output_tokens, 16_384);
+        assert_eq!(limits("b").max_output_tokens, 100);
+        assert_eq!(limits("c").max_output_tokens, 32_000);
+        assert_eq!(limits("d").context_window, None);
+        assert_eq!(limits("d").max_output_tokens, 128_000);
+        let error = load(
+            "[[providers]]\nname='m'\nkind='mock'\n[[models]]\nname='x'\nprovider='m'\ncontext_window=0\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='1'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "models[0].context_window");
+        let error = load("[metering]\non_client_disconnect='later'\n", &[]).unwrap_err();
+        assert_eq!(error.key, "metering.on_client_disconnect");
     }
 
     #[test]

@@ -268,13 +268,22 @@ impl Drop for MeteredBody {
             assumed_tokens_per_sec: assumed,
         };
         let timeout = self.disconnect.drain_timeout;
+        let tasks = self.disconnect.tasks.clone();
         // Outside a runtime the future is dropped unrun, and `Drain`'s own
-        // `Drop` bills the conservative estimate.
-        self.disconnect.tasks.spawn_if_running(drain.run(timeout));
+        // `Drop` bills the conservative estimate. Shutdown ends a drain
+        // early (the same estimate), so it cannot hold shutdown for long.
+        self.disconnect.tasks.spawn_if_running(async move {
+            tokio::select! {
+                () = drain.run(timeout) => {}
+                () = tasks.stopping() => {}
+            }
+        });
     }
 }
 
-/// A stream whose client left, read on to the upstream's own usage.
+/// A stream whose client left, read on to the upstream's own usage. Dropped
+/// before it settled (shutdown, no runtime), it bills the conservative
+/// estimate.
 struct Drain {
     source: UpstreamBody,
     meter: StreamMeter,

@@ -173,6 +173,7 @@ async fn n_choices_are_held(backend: Backend) {
     let hold = assert_balance_refusal(&refused, "0.1");
     // 128 × 4096 output tokens at $10/M.
     assert!(hold >= money("5.24288"), "{hold}");
+    println!("n=128 × 4096 on $0.10: 402, hold ${hold}");
     assert!(refused.json()["error"]["message"]
         .as_str()
         .unwrap()
@@ -213,6 +214,7 @@ async fn no_max_field_holds_the_models_largest_answer(backend: Backend) {
     let hold = assert_balance_refusal(&refused, "0.1");
     // gpt-5.1 answers up to 128,000 tokens: $1.28 at $10/M.
     assert!(hold >= money("1.28"), "{hold}");
+    println!("no max field on $0.10: 402, hold ${hold}");
     let message = refused.json()["error"]["message"]
         .as_str()
         .unwrap()
@@ -228,6 +230,7 @@ async fn no_max_field_holds_the_models_largest_answer(backend: Backend) {
         .await;
     let hold = assert_balance_refusal(&refused, "0.1");
     assert!(hold >= money("1.0"), "{hold}");
+    println!("max_completion_tokens 0 + max_tokens 100000 on $0.10: 402, hold ${hold}");
     assert!(!refused.json()["error"]["message"]
         .as_str()
         .unwrap()
@@ -273,6 +276,7 @@ async fn hidden_input_is_held_at_the_context_window(backend: Backend) {
         let hold = assert_balance_refusal(&refused, "0.01");
         // 400,000 tokens of window at $1.25/M.
         assert!(hold >= money("0.5"), "{shape}: {hold}");
+        println!("hidden input on $0.01: 402, hold ${hold}: {shape}");
     }
     // Twenty at once on $0.01: none served.
     let gw = Arc::new(gw);
@@ -324,7 +328,9 @@ async fn parallel_hidden_input_serves_only_what_the_balance_covers(backend: Back
         }
     }
     assert!((1..=3).contains(&served), "served {served}");
-    assert!(balance(&gw, &key).await >= Money::ZERO);
+    let left = balance(&gw, &key).await;
+    assert!(left >= Money::ZERO);
+    println!("200 parallel previous_response_id on $1.60 ({backend:?}): served {served}, balance ${left}");
     no_hold_broken(&gw).await;
     Arc::try_unwrap(gw).ok().unwrap().finish().await;
 }
@@ -477,6 +483,11 @@ async fn cancel_bills_no_less_than_was_generated(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let generated = delivered[0] as i64 * TICK_TOKENS as i64;
+    println!(
+        "cancel after 0.5 s: upstream generated {generated} tokens, billed {} (${})",
+        row.output_tokens,
+        Money::from_nano(row.cost_nano)
+    );
     assert!(
         row.output_tokens >= generated,
         "billed {} < generated {generated}",

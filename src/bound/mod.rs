@@ -246,7 +246,8 @@ mod tests {
                 .filter(|v| *v > 0.0).map(|v| v.ceil() as u64).max()
                 .unwrap_or(LIMITS.max_output_tokens);
             let choices = n.unwrap_or(1).max(best_of.unwrap_or(1)).max(1);
-            let output = per_choice * choices * used_share / 100;
+            // No upstream generates past the cap (10^12 tokens).
+            let output = (per_choice * choices).min(TOKEN_CAP) * used_share / 100;
             let usage = Usage {
                 input_tokens: input,
                 cached_tokens: cached,
@@ -265,6 +266,7 @@ mod tests {
             (1u64..200_000).prop_map(|v| serde_json::json!(v)),
             (1u64..200_000).prop_map(|v| serde_json::json!(v.to_string())),
             (1u64..2_000).prop_map(|v| serde_json::json!(v as f64 + 0.5)),
+            (1u64..100).prop_map(|v| serde_json::json!(v * 10_000_000_000)),
             Just(serde_json::json!(-1)),
             Just(serde_json::Value::Null),
         ]

@@ -38,7 +38,7 @@ pub const KNOWN: &[Known] = &[
     known("codex-mini", 200_000, 100_000),
     known("text-embedding-3", 8_192, 8_192),
     known("text-embedding-ada-002", 8_192, 8_192),
-    known("claude-opus-4", 200_000, 64_000),
+    known("claude-opus-4", 1_000_000, 128_000),
     known("claude-sonnet-4", 1_000_000, 64_000),
     known("claude-haiku-4", 200_000, 64_000),
     known("claude-3-7-sonnet", 200_000, 128_000),

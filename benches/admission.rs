@@ -131,12 +131,13 @@ fn bound(c: &mut Criterion) {
     use tollgate::money::PricePerMtok;
     use tollgate::pricing::ModelPrice;
 
-    let price = ModelPrice {
-        input: PricePerMtok::parse("1.25").unwrap(),
-        output: PricePerMtok::parse("10").unwrap(),
+    let price = ModelPrice::simple(tollgate::pricing::Rates {
         cached_input: Some(PricePerMtok::parse("0.125").unwrap()),
-        cache_write: None,
-    };
+        ..tollgate::pricing::Rates::new(
+            PricePerMtok::parse("1.25").unwrap(),
+            PricePerMtok::parse("10").unwrap(),
+        )
+    });
     let limits = ModelLimits {
         context_window: Some(400_000),
         max_output_tokens: 128_000,

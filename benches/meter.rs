@@ -59,12 +59,13 @@ fn json_and_pricing(c: &mut Criterion) {
     c.bench_function("usage from JSON body", |b| {
         b.iter(|| black_box(usage_from_json(Protocol::OpenAiChat, black_box(body))))
     });
-    let price = ModelPrice {
-        input: PricePerMtok::parse("1.25").unwrap(),
-        output: PricePerMtok::parse("10").unwrap(),
+    let price = ModelPrice::simple(tollgate::pricing::Rates {
         cached_input: Some(PricePerMtok::parse("0.125").unwrap()),
-        cache_write: None,
-    };
+        ..tollgate::pricing::Rates::new(
+            PricePerMtok::parse("1.25").unwrap(),
+            PricePerMtok::parse("10").unwrap(),
+        )
+    });
     let usage = Usage {
         input_tokens: 2006,
         cached_tokens: 1920,

@@ -123,6 +123,49 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// The service tier an upstream reports it served a request at (OpenAI
+    /// `service_tier`, Anthropic `usage.service_tier`). A tier with its own
+    /// prices is priced at them (`[models.service_tiers.<tier>]`).
+    ServiceTier, "service tier", {
+        /// The provider's default (OpenAI `default`/`auto`, Anthropic `standard`).
+        Standard => "standard",
+        Priority => "priority",
+        Flex => "flex",
+        Scale => "scale",
+        Batch => "batch",
+    }
+);
+
+impl ServiceTier {
+    /// Every tier, in index order.
+    pub const ALL: [ServiceTier; 5] = [
+        ServiceTier::Standard,
+        ServiceTier::Priority,
+        ServiceTier::Flex,
+        ServiceTier::Scale,
+        ServiceTier::Batch,
+    ];
+
+    /// The tier an upstream names: unknown names (and OpenAI's `default`
+    /// and `auto`) are the standard tier.
+    pub fn from_upstream(text: &str) -> ServiceTier {
+        ServiceTier::parse(text).unwrap_or(ServiceTier::Standard)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+// Not derivable: the enum is declared by `text_enum!`.
+#[allow(clippy::derivable_impls)]
+impl Default for ServiceTier {
+    fn default() -> Self {
+        ServiceTier::Standard
+    }
+}
+
 /// Who pays for a key's requests unless a request says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BillingChoice {

@@ -17,7 +17,7 @@ use crate::error::GatewayError;
 use crate::http_body::Body;
 use crate::money::Money;
 use crate::state::AppState;
-use crate::store::teams::{day_of, GroupBy, UsageGroup};
+use crate::store::teams::{day_of, GroupBy, UsageGroup, UsageParts};
 
 const DAY_MS: i64 = 86_400_000;
 /// The longest range one report covers.
@@ -92,7 +92,7 @@ fn day_text(day: i64) -> String {
 }
 
 fn group_json(group: &UsageGroup) -> Value {
-    json!({
+    let mut value = json!({
         "key": group.key,
         "label": group.label,
         "requests": group.requests,
@@ -101,7 +101,13 @@ fn group_json(group: &UsageGroup) -> Value {
         "cached_tokens": group.cached_tokens,
         "reasoning_tokens": group.reasoning_tokens,
         "cost_usd": Money::from_nano(group.cost_nano).to_string(),
-    })
+    });
+    if let Some(object) = value.as_object_mut() {
+        for (name, count) in group.parts.columns() {
+            object.insert(name.into(), count.into());
+        }
+    }
+    value
 }
 
 /// Daily groups (keyed by day number, as the store's) summed from the
@@ -236,10 +242,18 @@ pub async fn report(
         total.add(group);
     }
     if csv {
-        let mut text = String::from("key,label,requests,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd\r\n");
+        // The first eight columns as they always were; the parts follow.
+        let mut text = String::from(
+            "key,label,requests,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd",
+        );
+        for (name, _) in UsageParts::default().columns() {
+            text.push(',');
+            text.push_str(name);
+        }
+        text.push_str("\r\n");
         for group in &groups {
             text.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\r\n",
+                "{},{},{},{},{},{},{},{}",
                 csv_field(&group.key),
                 csv_field(&group.label),
                 group.requests,
@@ -249,6 +263,11 @@ pub async fn report(
                 group.reasoning_tokens,
                 Money::from_nano(group.cost_nano)
             ));
+            for (_, count) in group.parts.columns() {
+                text.push(',');
+                text.push_str(&count.to_string());
+            }
+            text.push_str("\r\n");
         }
         let mut response = Response::new(Body::full(text));
         let headers = response.headers_mut();

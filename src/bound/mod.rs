@@ -11,7 +11,11 @@
 //!   which one they obey), else the model's output limit; times the largest
 //!   of `n` and `best_of`.
 //! - **Rates**: input at the model's highest input-side rate, output at its
-//!   output rate ([`ModelPrice::bound`]).
+//!   highest output rate, over every tier and threshold it prices
+//!   ([`ModelPrice::bound`]).
+//! - **Tool fees**: a request offering a server-side tool holds
+//!   `max_tool_calls` (else [`SERVER_TOOL_CALLS`]) calls at the model's
+//!   highest tool fee.
 
 mod scan;
 
@@ -24,6 +28,10 @@ use crate::pricing::ModelPrice;
 /// the arithmetic of absurd requests finite. The hold it gives is still
 /// refused by any real balance.
 const TOKEN_CAP: u64 = 1_000_000_000_000;
+
+/// Server-tool calls held for a request that offers a server-side tool and
+/// sets no `max_tool_calls`.
+pub const SERVER_TOOL_CALLS: u64 = 20;
 
 /// A model's limits, resolved by the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +54,8 @@ pub struct Bound {
     pub output_from_request: bool,
     /// The request names input the gateway cannot see.
     pub hidden_input: bool,
+    /// Server-tool calls held (each at the model's highest tool fee).
+    pub tool_calls: u64,
     /// The money held: the bound priced at the model's highest rates.
     pub amount: Money,
 }
@@ -67,6 +77,7 @@ pub fn bound(
     price: &ModelPrice,
 ) -> Result<Bound, Unmeterable> {
     for (param, count) in [
+        ("max_tool_calls", shape.max_tool_calls),
         ("max_tokens", shape.max_tokens),
         ("max_completion_tokens", shape.max_completion_tokens),
         ("max_output_tokens", shape.max_output_tokens),
@@ -120,13 +131,23 @@ pub fn bound(
     } else {
         0
     };
+    let tool_calls = if shape.server_tool {
+        shape
+            .max_tool_calls
+            .positive()
+            .unwrap_or(SERVER_TOOL_CALLS)
+            .min(TOKEN_CAP)
+    } else {
+        0
+    };
     Ok(Bound {
         input_tokens,
         output_tokens,
         choices,
         output_from_request,
         hidden_input: shape.hidden_input.is_some(),
-        amount: price.bound(input_tokens, output_tokens),
+        tool_calls,
+        amount: price.bound(input_tokens, output_tokens, tool_calls),
     })
 }
 
@@ -135,14 +156,27 @@ mod tests {
     use super::*;
     use crate::meter::Usage;
     use crate::money::PricePerMtok;
+    use crate::pricing::{LongContext, Rates};
 
     fn price() -> ModelPrice {
-        ModelPrice {
-            input: PricePerMtok::parse("3").unwrap(),
-            output: PricePerMtok::parse("15").unwrap(),
+        let mut price = ModelPrice::simple(Rates {
             cached_input: Some(PricePerMtok::parse("0.3").unwrap()),
             cache_write: Some(PricePerMtok::parse("3.75").unwrap()),
-        }
+            audio_output: Some(PricePerMtok::parse("40").unwrap()),
+            ..Rates::new(
+                PricePerMtok::parse("3").unwrap(),
+                PricePerMtok::parse("15").unwrap(),
+            )
+        });
+        price.long_context = Some(LongContext {
+            above_input_tokens: 100_000,
+            rates: Rates::new(
+                PricePerMtok::parse("6").unwrap(),
+                PricePerMtok::parse("22.5").unwrap(),
+            ),
+        });
+        price.tool_fees.web_search = Money::parse_usd("0.01").unwrap();
+        price
     }
 
     const LIMITS: ModelLimits = ModelLimits {
@@ -248,12 +282,19 @@ mod tests {
             let choices = n.unwrap_or(1).max(best_of.unwrap_or(1)).max(1);
             // No upstream generates past the cap (10^12 tokens).
             let output = (per_choice * choices).min(TOKEN_CAP) * used_share / 100;
+            let write_1h = (input - cached - write) * write_share / 100;
+            let audio_out = output * reasoning_share / 200;
+            let calls = if hidden == Some(2) { SERVER_TOOL_CALLS * used_share / 100 } else { 0 };
             let usage = Usage {
                 input_tokens: input,
                 cached_tokens: cached,
                 cache_write_tokens: write,
+                cache_write_1h_tokens: write_1h,
                 output_tokens: output,
                 reasoning_tokens: output * reasoning_share / 100,
+                audio_output_tokens: audio_out,
+                web_search_calls: calls,
+                ..Usage::default()
             };
             proptest::prop_assert!(price().cost(&usage) <= b.amount, "{:?} > {:?}", usage, b);
         }

@@ -64,6 +64,10 @@ pub struct Shape {
     pub max_output_tokens: Count,
     pub n: Count,
     pub best_of: Count,
+    /// Responses' `max_tool_calls`.
+    pub max_tool_calls: Count,
+    /// A server-side tool is offered (its calls may carry fees).
+    pub server_tool: bool,
     /// `background` is present and not `null`/`false`.
     pub background: bool,
     /// The first field that names input the gateway cannot see (an id, a
@@ -128,6 +132,7 @@ enum TopKey {
     MaxOutputTokens,
     N,
     BestOf,
+    MaxToolCalls,
     Background,
     /// Names stored input: `previous_response_id`, `conversation`,
     /// `mcp_servers`, `web_search_options`.
@@ -148,6 +153,7 @@ impl TopKey {
             "max_output_tokens" => TopKey::MaxOutputTokens,
             "n" => TopKey::N,
             "best_of" => TopKey::BestOf,
+            "max_tool_calls" => TopKey::MaxToolCalls,
             "background" => TopKey::Background,
             "previous_response_id" => TopKey::Stored("previous_response_id"),
             "conversation" => TopKey::Stored("conversation"),
@@ -174,6 +180,7 @@ impl TopKey {
             TopKey::Stored(name) => (name, 9),
             TopKey::Prompt => ("prompt", 10),
             TopKey::Tools => ("tools", 11),
+            TopKey::MaxToolCalls => ("max_tool_calls", 12),
             TopKey::Other => return None,
         })
     }
@@ -247,6 +254,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 }
                 TopKey::N => shape.n = map.next_value_seed(CountSeed)?,
                 TopKey::BestOf => shape.best_of = map.next_value_seed(CountSeed)?,
+                TopKey::MaxToolCalls => shape.max_tool_calls = map.next_value_seed(CountSeed)?,
                 TopKey::Background => {
                     let value: Value = map.next_value()?;
                     shape.background = !matches!(value, Value::Null | Value::Bool(false));
@@ -259,9 +267,14 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 TopKey::Prompt => map.next_value_seed(PromptSeed {
                     hidden: &mut shape.hidden_input,
                 })?,
-                TopKey::Tools => map.next_value_seed(ToolsSeed {
-                    hidden: &mut shape.hidden_input,
-                })?,
+                TopKey::Tools => {
+                    let mut server_tool = false;
+                    map.next_value_seed(ToolsSeed {
+                        hidden: &mut shape.hidden_input,
+                        server_tool: &mut server_tool,
+                    })?;
+                    shape.server_tool |= server_tool;
+                }
                 TopKey::Other => map.next_value_seed(Walk {
                     hidden: &mut shape.hidden_input,
                 })?,
@@ -492,6 +505,7 @@ fn client_side_tool(kind: &str) -> bool {
 
 struct ToolsSeed<'a> {
     hidden: &'a mut Option<&'static str>,
+    server_tool: &'a mut bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ToolsSeed<'_> {
@@ -513,6 +527,7 @@ impl<'de> Visitor<'de> for ToolsSeed<'_> {
         while seq
             .next_element_seed(ToolSeed {
                 hidden: &mut *self.hidden,
+                server_tool: &mut *self.server_tool,
             })?
             .is_some()
         {}
@@ -553,6 +568,7 @@ impl<'de> Visitor<'de> for ToolsSeed<'_> {
 
 struct ToolSeed<'a> {
     hidden: &'a mut Option<&'static str>,
+    server_tool: &'a mut bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ToolSeed<'_> {
@@ -584,6 +600,7 @@ impl<'de> Visitor<'de> for ToolSeed<'_> {
                 };
                 if server_side {
                     walk.hidden.get_or_insert("tools");
+                    *self.server_tool = true;
                 }
             } else {
                 walk.value(key, &mut map)?;

@@ -61,14 +61,108 @@ pub(super) struct RawModel {
     #[serde(default)]
     pub(super) cache_write_usd_per_mtok: Option<PriceText>,
     #[serde(default)]
+    pub(super) cache_write_1h_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) audio_input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) audio_output_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
     pub(super) max_output_tokens: Option<u64>,
     #[serde(default)]
     pub(super) context_window: Option<u64>,
+    #[serde(default)]
+    pub(super) long_context: Option<RawLongContext>,
+    #[serde(default)]
+    pub(super) service_tiers: BTreeMap<String, RawRates>,
+    #[serde(default)]
+    pub(super) tool_fees: Option<RawToolFees>,
+}
+
+impl RawModel {
+    /// The model's own prices as a rate set.
+    pub(super) fn rates(&self) -> RawRates {
+        RawRates {
+            input_usd_per_mtok: Some(self.input_usd_per_mtok.clone()),
+            output_usd_per_mtok: Some(self.output_usd_per_mtok.clone()),
+            cached_input_usd_per_mtok: self.cached_input_usd_per_mtok.clone(),
+            cache_write_usd_per_mtok: self.cache_write_usd_per_mtok.clone(),
+            cache_write_1h_usd_per_mtok: self.cache_write_1h_usd_per_mtok.clone(),
+            audio_input_usd_per_mtok: self.audio_input_usd_per_mtok.clone(),
+            audio_output_usd_per_mtok: self.audio_output_usd_per_mtok.clone(),
+        }
+    }
+}
+
+/// A set of prices (`[models.service_tiers.<tier>]`; also the model's own).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRates {
+    #[serde(default)]
+    pub(super) input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) output_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) cached_input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) cache_write_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) cache_write_1h_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) audio_input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) audio_output_usd_per_mtok: Option<PriceText>,
+}
+
+/// `[models.long_context]`: its threshold and its prices.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLongContext {
+    pub(super) above_input_tokens: u64,
+    #[serde(default)]
+    pub(super) input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) output_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) cached_input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) cache_write_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) cache_write_1h_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) audio_input_usd_per_mtok: Option<PriceText>,
+    #[serde(default)]
+    pub(super) audio_output_usd_per_mtok: Option<PriceText>,
+}
+
+impl RawLongContext {
+    pub(super) fn rates(&self) -> RawRates {
+        RawRates {
+            input_usd_per_mtok: self.input_usd_per_mtok.clone(),
+            output_usd_per_mtok: self.output_usd_per_mtok.clone(),
+            cached_input_usd_per_mtok: self.cached_input_usd_per_mtok.clone(),
+            cache_write_usd_per_mtok: self.cache_write_usd_per_mtok.clone(),
+            cache_write_1h_usd_per_mtok: self.cache_write_1h_usd_per_mtok.clone(),
+            audio_input_usd_per_mtok: self.audio_input_usd_per_mtok.clone(),
+            audio_output_usd_per_mtok: self.audio_output_usd_per_mtok.clone(),
+        }
+    }
+}
+
+/// `[models.tool_fees]`: USD per server-side tool call.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToolFees {
+    #[serde(default)]
+    pub(super) web_search: Option<PriceText>,
+    #[serde(default)]
+    pub(super) web_fetch: Option<PriceText>,
+    #[serde(default)]
+    pub(super) code_execution: Option<PriceText>,
 }
 
 /// A price as written in TOML: a decimal string (preferred) or an integer.
 /// Floats are refused: money is never a float.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub(super) enum PriceText {
     Text(String),
@@ -151,8 +245,14 @@ pub(super) fn builtin_mock() -> (Vec<RawProvider>, Vec<RawModel>) {
         output_usd_per_mtok: PriceText::Text(output.into()),
         cached_input_usd_per_mtok: Some(PriceText::Text("0.10".into())),
         cache_write_usd_per_mtok: None,
+        cache_write_1h_usd_per_mtok: None,
+        audio_input_usd_per_mtok: None,
+        audio_output_usd_per_mtok: None,
         max_output_tokens: None,
         context_window: None,
+        long_context: None,
+        service_tiers: BTreeMap::new(),
+        tool_fees: None,
     };
     (
         vec![provider],

@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 
-use crate::money::PricePerMtok;
-use crate::pricing::ModelPrice;
+use crate::domain::ServiceTier;
+use crate::money::{Money, PricePerMtok};
+use crate::pricing::{LongContext, ModelPrice, Rates, ToolFees};
 
 use super::known;
-use super::raw::{builtin_mock, PriceText, RawConfig};
+use super::raw::{builtin_mock, PriceText, RawConfig, RawRates};
 use crate::bound::ModelLimits;
 
 /// The built-in mock's facts: at most 16 words a reply, and an input count
@@ -27,6 +28,31 @@ fn parse_price(key: &str, price: &PriceText) -> Result<PricePerMtok, ConfigError
             format!("write {value} as a decimal string (\"{value}\"): money is never a float"),
         )),
     }
+}
+
+/// A set of prices; `prefix` is the key of its table (`models[0].`).
+fn parse_rates(prefix: &str, raw: &RawRates) -> Result<Rates, ConfigError> {
+    let required = |field: &str, text: &Option<PriceText>| match text {
+        Some(text) => parse_price(&format!("{prefix}{field}"), text),
+        None => Err(ConfigError::new(format!("{prefix}{field}"), "is required")),
+    };
+    let optional = |field: &str, text: &Option<PriceText>| {
+        text.as_ref()
+            .map(|text| parse_price(&format!("{prefix}{field}"), text))
+            .transpose()
+    };
+    Ok(Rates {
+        input: required("input_usd_per_mtok", &raw.input_usd_per_mtok)?,
+        output: required("output_usd_per_mtok", &raw.output_usd_per_mtok)?,
+        cached_input: optional("cached_input_usd_per_mtok", &raw.cached_input_usd_per_mtok)?,
+        cache_write: optional("cache_write_usd_per_mtok", &raw.cache_write_usd_per_mtok)?,
+        cache_write_1h: optional(
+            "cache_write_1h_usd_per_mtok",
+            &raw.cache_write_1h_usd_per_mtok,
+        )?,
+        audio_input: optional("audio_input_usd_per_mtok", &raw.audio_input_usd_per_mtok)?,
+        audio_output: optional("audio_output_usd_per_mtok", &raw.audio_output_usd_per_mtok)?,
+    })
 }
 
 pub(super) fn validate(
@@ -219,20 +245,54 @@ pub(super) fn validate(
                     format!("no provider named {:?}", m.provider),
                 )
             })?;
-        let price = ModelPrice {
-            input: parse_price(&key("input_usd_per_mtok"), &m.input_usd_per_mtok)?,
-            output: parse_price(&key("output_usd_per_mtok"), &m.output_usd_per_mtok)?,
-            cached_input: m
-                .cached_input_usd_per_mtok
-                .as_ref()
-                .map(|p| parse_price(&key("cached_input_usd_per_mtok"), p))
-                .transpose()?,
-            cache_write: m
-                .cache_write_usd_per_mtok
-                .as_ref()
-                .map(|p| parse_price(&key("cache_write_usd_per_mtok"), p))
-                .transpose()?,
-        };
+        let mut price = ModelPrice::simple(parse_rates(&key(""), &m.rates())?);
+        if let Some(long) = &m.long_context {
+            let prefix = key("long_context.");
+            if long.above_input_tokens == 0 {
+                return Err(ConfigError::new(
+                    format!("{prefix}above_input_tokens"),
+                    "must be above 0",
+                ));
+            }
+            price.long_context = Some(LongContext {
+                above_input_tokens: long.above_input_tokens,
+                rates: parse_rates(&prefix, &long.rates())?,
+            });
+        }
+        for (name, rates) in &m.service_tiers {
+            let prefix = key(&format!("service_tiers.{name}."));
+            let tier = ServiceTier::parse(name).map_err(|_| {
+                ConfigError::new(
+                    key(&format!("service_tiers.{name}")),
+                    "is not a service tier: one of standard, priority, flex, scale, batch",
+                )
+            })?;
+            price.tiers[tier.index()] = Some(parse_rates(&prefix, rates)?);
+        }
+        if let Some(fees) = &m.tool_fees {
+            let fee = |field: &str, text: &Option<PriceText>| -> Result<Money, ConfigError> {
+                let key = key(&format!("tool_fees.{field}"));
+                match text {
+                    None => Ok(Money::ZERO),
+                    Some(PriceText::Text(text)) => Money::parse_usd_non_negative(text)
+                        .map_err(|error| ConfigError::new(key, format!("{text:?} {error}"))),
+                    Some(PriceText::Integer(value)) if *value >= 0 => {
+                        Money::parse_usd_non_negative(&value.to_string())
+                            .map_err(|error| ConfigError::new(key, error.to_string()))
+                    }
+                    Some(PriceText::Integer(_)) => Err(ConfigError::new(key, "must not be negative")),
+                    Some(PriceText::Float(value)) => Err(ConfigError::new(
+                        key,
+                        format!("write {value} as a decimal string (\"{value}\"): money is never a float"),
+                    )),
+                }
+            };
+            price.tool_fees = ToolFees {
+                web_search: fee("web_search", &fees.web_search)?,
+                web_fetch: fee("web_fetch", &fees.web_fetch)?,
+                code_execution: fee("code_execution", &fees.code_execution)?,
+            };
+        }
         for (field, value) in [
             ("max_output_tokens", m.max_output_tokens),
             ("context_window", m.context_window),

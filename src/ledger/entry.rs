@@ -2,7 +2,7 @@
 //! is authenticated (a draft) to the moment it is stored.
 
 use crate::counters::Stamps;
-use crate::domain::{RequestId, Source, Status};
+use crate::domain::{RequestId, ServiceTier, Source, Status};
 
 /// One attribution row. The request path fills it in as it learns (payer,
 /// model, usage, cost); the ledger writer stores it.
@@ -31,6 +31,26 @@ pub struct Entry {
     pub latency_ms: i64,
     pub started_at: i64,
     pub finished_at: i64,
+    // The parts of the cost beyond plain tokens (absent in spool records
+    // written before they existed: zero).
+    #[serde(default)]
+    pub cache_write_1h_tokens: i64,
+    #[serde(default)]
+    pub audio_input_tokens: i64,
+    #[serde(default)]
+    pub audio_output_tokens: i64,
+    #[serde(default)]
+    pub web_search_calls: i64,
+    #[serde(default)]
+    pub web_fetch_calls: i64,
+    #[serde(default)]
+    pub code_execution_calls: i64,
+    /// The service tier the upstream reported (none without usage).
+    #[serde(default)]
+    pub service_tier: Option<ServiceTier>,
+    /// Long-context prices applied.
+    #[serde(default)]
+    pub long_context: bool,
     /// Not stored: the counter stamps this row's cost is counted under, and
     /// the member's spend counter, for the writer's rebuild check.
     #[serde(default)]
@@ -72,6 +92,14 @@ impl Entry {
             latency_ms: 0,
             started_at,
             finished_at: started_at,
+            cache_write_1h_tokens: 0,
+            audio_input_tokens: 0,
+            audio_output_tokens: 0,
+            web_search_calls: 0,
+            web_fetch_calls: 0,
+            code_execution_calls: 0,
+            service_tier: None,
+            long_context: false,
             counted: Stamps::default(),
             spend_key: None,
         }

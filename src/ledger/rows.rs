@@ -6,15 +6,17 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::Entry;
-use crate::domain::{RequestId, Source, Status};
+use crate::domain::{RequestId, ServiceTier, Source, Status};
 use crate::store::{Store, StoreError};
 
 const USAGE_COLUMNS: &str =
     "request_id, user_id, key_id, account_id, team_id, model, provider, endpoint, streamed, \
      input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, \
-     usage_source, status, error_code, http_status, latency_ms, started_at, finished_at";
-const USAGE_COLUMN_COUNT: usize = 22;
-/// Rows per multi-row insert (22 parameters each). SQLite prepares long
+     usage_source, status, error_code, http_status, latency_ms, started_at, finished_at, \
+     cache_write_1h_tokens, audio_input_tokens, audio_output_tokens, web_search_calls, \
+     web_fetch_calls, code_execution_calls, service_tier, long_context";
+const USAGE_COLUMN_COUNT: usize = 30;
+/// Rows per multi-row insert (30 parameters each). SQLite prepares long
 /// statements slowly, so it gets short ones.
 const PG_ROWS_PER_STATEMENT: usize = 100;
 const SQLITE_ROWS_PER_STATEMENT: usize = 128;
@@ -107,7 +109,15 @@ impl Store {
                     .bind(row.http_status)
                     .bind(row.latency_ms)
                     .bind(row.started_at)
-                    .bind(row.finished_at);
+                    .bind(row.finished_at)
+                    .bind(row.cache_write_1h_tokens)
+                    .bind(row.audio_input_tokens)
+                    .bind(row.audio_output_tokens)
+                    .bind(row.web_search_calls)
+                    .bind(row.web_fetch_calls)
+                    .bind(row.code_execution_calls)
+                    .bind(row.service_tier.map(|t| t.as_str()))
+                    .bind(i64::from(row.long_context));
             }
             for stored in query.fetch_all(&mut *conn).await? {
                 inserted.push(stored.try_get("request_id")?);
@@ -161,6 +171,16 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry, StoreError> {
         latency_ms: row.try_get("latency_ms")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        cache_write_1h_tokens: row.try_get("cache_write_1h_tokens")?,
+        audio_input_tokens: row.try_get("audio_input_tokens")?,
+        audio_output_tokens: row.try_get("audio_output_tokens")?,
+        web_search_calls: row.try_get("web_search_calls")?,
+        web_fetch_calls: row.try_get("web_fetch_calls")?,
+        code_execution_calls: row.try_get("code_execution_calls")?,
+        service_tier: row
+            .try_get::<Option<String>, _>("service_tier")?
+            .map(|t| ServiceTier::from_upstream(&t)),
+        long_context: row.try_get::<i64, _>("long_context")? != 0,
         counted: crate::counters::Stamps::default(),
         spend_key: None,
     })

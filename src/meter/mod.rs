@@ -10,6 +10,9 @@
 //! writes; Anthropic streams carry cumulative usage (take the last, never
 //! sum); Responses streams carry usage only on their terminal event.
 
+use crate::domain::ServiceTier;
+
+pub mod decode;
 mod estimate;
 pub mod sse;
 mod stream;
@@ -41,27 +44,43 @@ impl UsageSource {
     }
 }
 
-/// Normalised token counts of one request.
+/// Normalised usage of one request: every part the provider bills.
 ///
 /// `input_tokens` is every input token, cached or not (OpenAI's
 /// `prompt_tokens`; Anthropic's `input_tokens + cache_read + cache_write`).
-/// `cached_tokens` and `cache_write_tokens` are subsets of it;
-/// `reasoning_tokens` is a subset of `output_tokens`.
+/// `cached_tokens`, `cache_write_tokens` (five-minute writes, or writes of
+/// unstated duration), `cache_write_1h_tokens` and `audio_input_tokens` are
+/// disjoint subsets of it; `reasoning_tokens` and `audio_output_tokens` are
+/// subsets of `output_tokens`. Server-tool calls are counted by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: u64,
     pub cached_tokens: u64,
     pub cache_write_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub audio_input_tokens: u64,
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
+    pub audio_output_tokens: u64,
+    pub web_search_calls: u64,
+    pub web_fetch_calls: u64,
+    pub code_execution_calls: u64,
+    pub service_tier: ServiceTier,
 }
 
 impl Usage {
-    /// Input tokens billed at the plain input rate.
+    /// Input tokens billed at the plain (text) input rate.
     pub fn uncached_input(&self) -> u64 {
         self.input_tokens
             .saturating_sub(self.cached_tokens)
             .saturating_sub(self.cache_write_tokens)
+            .saturating_sub(self.cache_write_1h_tokens)
+            .saturating_sub(self.audio_input_tokens)
+    }
+
+    /// Output tokens billed at the plain (text) output rate.
+    pub fn text_output(&self) -> u64 {
+        self.output_tokens.saturating_sub(self.audio_output_tokens)
     }
 }
 

@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use super::estimate::OutputTally;
 use super::sse::{SseEvent, SseParser};
-use super::usage::{AnthropicUsage, OpenAiUsage};
+use super::usage::{tier, web_search_calls, AnthropicUsage, OpenAiUsage};
 use super::{Protocol, Usage, UsageSource};
+use crate::domain::ServiceTier;
 
 // === Streams ===
 
@@ -41,6 +42,8 @@ pub struct StreamMeter {
     anthropic_usage: Option<AnthropicUsage>,
     output: OutputTally,
     end: StreamEnd,
+    /// The tier an OpenAI chat stream's chunks name.
+    service_tier: Option<ServiceTier>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +54,8 @@ struct ChatChunk {
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
+    #[serde(default, deserialize_with = "tier")]
+    service_tier: Option<ServiceTier>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +118,10 @@ impl TypedEvent {
 struct ResponseObject {
     #[serde(default)]
     usage: Option<OpenAiUsage>,
+    #[serde(default, deserialize_with = "tier")]
+    service_tier: Option<ServiceTier>,
+    #[serde(default, rename = "output", deserialize_with = "web_search_calls")]
+    web_search_calls: u64,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +140,7 @@ impl StreamMeter {
             anthropic_usage: None,
             output: OutputTally::default(),
             end: StreamEnd::Open,
+            service_tier: None,
         }
     }
 
@@ -162,7 +172,12 @@ impl StreamMeter {
     pub fn reported_usage(&self) -> Option<Usage> {
         match self.protocol {
             Protocol::Anthropic => self.anthropic_usage.map(|u| u.normalise()),
-            _ => self.openai_usage,
+            _ => self.openai_usage.map(|mut usage| {
+                if let Some(tier) = self.service_tier {
+                    usage.service_tier = tier;
+                }
+                usage
+            }),
         }
     }
 
@@ -209,6 +224,9 @@ impl StreamMeter {
             self.end = StreamEnd::Errored;
             return EventAction::Forward;
         }
+        if chunk.service_tier.is_some() {
+            self.service_tier = chunk.service_tier;
+        }
         let no_choices = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
         for choice in chunk.choices.iter().flatten() {
             if let Some(text) = &choice.text {
@@ -247,8 +265,15 @@ impl StreamMeter {
         let kind = parsed.kind_or(event.event);
         match kind {
             "response.completed" | "response.incomplete" | "response.failed" => {
-                if let Some(usage) = parsed.response.as_ref().and_then(|r| r.usage.as_ref()) {
-                    self.openai_usage = Some(usage.responses());
+                if let Some(response) = &parsed.response {
+                    if let Some(usage) = &response.usage {
+                        let mut usage = usage.responses();
+                        usage.web_search_calls = response.web_search_calls;
+                        self.openai_usage = Some(usage);
+                    }
+                    if response.service_tier.is_some() {
+                        self.service_tier = response.service_tier;
+                    }
                 }
                 self.end = if kind == "response.failed" {
                     StreamEnd::Errored

@@ -19,6 +19,7 @@ use super::stream::{Disconnect, MeteredBody};
 use crate::domain::Status;
 use crate::error::GatewayError;
 use crate::http_body::Body;
+use crate::meter::decode::{self, Coding};
 use crate::meter::{self, UsageSource};
 use crate::providers::{self, Endpoint, Prepared, SendError, UpstreamBody};
 use crate::state::AppState;
@@ -77,7 +78,9 @@ pub async fn forward(
                 Err(error) => return Err(unreachable_upstream(pending, error)),
             };
             let (parts, body) = upstream.into_parts();
-            let body = complete_json(&task_state, pending, endpoint, body, parts.status).await?;
+            let coding = coding_of(&parts.headers);
+            let body =
+                complete_json(&task_state, pending, endpoint, body, parts.status, coding).await?;
             Ok((parts, body))
         });
         let (parts, body) = call.await?;
@@ -106,7 +109,9 @@ pub async fn forward(
         if !parts.status.is_success() || !is_sse {
             // An error status (or a JSON answer to a stream request): pass
             // it through; it costs nothing unless it carries usage.
-            let body = complete_json(&task_state, pending, endpoint, body, parts.status).await?;
+            let coding = coding_of(&parts.headers);
+            let body =
+                complete_json(&task_state, pending, endpoint, body, parts.status, coding).await?;
             return Ok((parts, Body::full(body), false));
         }
         let metered = MeteredBody::new(
@@ -116,6 +121,7 @@ pub async fn forward(
             pending,
             idle_timeout(&task_state),
             Disconnect::new(&task_state.config.metering, &task_state.tasks),
+            coding_of(&parts.headers),
         );
         Ok((parts, Body::stream(metered), true))
     });
@@ -175,6 +181,7 @@ async fn complete_json(
     endpoint: Endpoint,
     body: UpstreamBody,
     status: StatusCode,
+    coding: Option<Coding>,
 ) -> Result<Bytes, GatewayError> {
     let read = tokio::time::timeout(
         idle_timeout(state),
@@ -184,7 +191,13 @@ async fn complete_json(
     let error = match read {
         Ok(Ok(collected)) => {
             let body = collected.to_bytes();
-            finish_json(pending, endpoint, &body, status.as_u16());
+            match coding {
+                Some(coding) => {
+                    let decoded = decode::decode_all(coding, &body);
+                    finish_json(pending, endpoint, &decoded, status.as_u16());
+                }
+                None => finish_json(pending, endpoint, &body, status.as_u16()),
+            }
             return Ok(body);
         }
         Err(_) => GatewayError::UpstreamTimeout,
@@ -196,6 +209,21 @@ async fn complete_json(
         Some("upstream_disconnected"),
     ));
     Err(error)
+}
+
+/// The answer's content coding, for the meter. A coding it cannot read is
+/// metered as it came (its usage is then estimated) and logged.
+fn coding_of(headers: &HeaderMap) -> Option<Coding> {
+    let header = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    match Coding::of(header) {
+        Ok(coding) => coding,
+        Err(unknown) => {
+            tracing::warn!(coding = %unknown, "Upstream answer in a coding the meter cannot read.");
+            None
+        }
+    }
 }
 
 fn idle_timeout(state: &AppState) -> Duration {

@@ -135,7 +135,8 @@ impl Pending {
             Some((usage, source)) => (usage, source_of(source)),
             None => (Usage::default(), Source::None),
         };
-        let cost = self.price.cost(&usage);
+        let priced = self.price.price(&usage);
+        let cost = priced.cost;
         if cost > self.held {
             // The bound is a promise (ARCHITECTURE.md): a cost above it is a
             // bug or an upstream billing past its own limits. Billed in full.
@@ -157,6 +158,14 @@ impl Pending {
         entry.cache_write_tokens = usage.cache_write_tokens as i64;
         entry.output_tokens = usage.output_tokens as i64;
         entry.reasoning_tokens = usage.reasoning_tokens as i64;
+        entry.cache_write_1h_tokens = usage.cache_write_1h_tokens as i64;
+        entry.audio_input_tokens = usage.audio_input_tokens as i64;
+        entry.audio_output_tokens = usage.audio_output_tokens as i64;
+        entry.web_search_calls = usage.web_search_calls as i64;
+        entry.web_fetch_calls = usage.web_fetch_calls as i64;
+        entry.code_execution_calls = usage.code_execution_calls as i64;
+        entry.service_tier = (source != Source::None).then_some(usage.service_tier);
+        entry.long_context = priced.long_context;
         entry.cost_nano = cost.nano();
         entry.usage_source = source;
         entry.status = outcome.status;

@@ -23,6 +23,7 @@ use super::settle::{Outcome, Pending};
 use crate::config::{MeteringConfig, OnClientDisconnect};
 use crate::domain::Status;
 use crate::http_body::BoxError;
+use crate::meter::decode::{Coding, Decoder};
 use crate::meter::{EventAction, Protocol, StreamEnd, StreamMeter, Usage, UsageSource};
 use crate::providers::UpstreamBody;
 use crate::tasks::Tasks;
@@ -79,6 +80,9 @@ pub struct MeteredBody {
     idle: Pin<Box<Sleep>>,
     ended: bool,
     disconnect: Disconnect,
+    /// A compressed stream: the meter reads it decoded, the client gets it
+    /// as it came (and so the usage chunk is not cut out of it).
+    decoder: Option<Decoder>,
 }
 
 impl MeteredBody {
@@ -89,7 +93,9 @@ impl MeteredBody {
         pending: Pending,
         idle_timeout: Duration,
         disconnect: Disconnect,
+        coding: Option<Coding>,
     ) -> MeteredBody {
+        let strip_usage = strip_usage && coding.is_none();
         MeteredBody {
             source,
             protocol,
@@ -101,13 +107,14 @@ impl MeteredBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             ended: false,
             disconnect,
+            decoder: coding.map(Decoder::new),
         }
     }
 
     /// Meters one chunk; returns the bytes to forward.
     fn pass(&mut self, chunk: Bytes) -> Bytes {
         if !self.strip_usage {
-            self.meter.feed(&chunk, |_, _| {});
+            meter_chunk(&mut self.meter, self.decoder.as_mut(), &chunk);
             return chunk;
         }
         let mut out = BytesMut::new();
@@ -222,7 +229,7 @@ impl http_body::Body for MeteredBody {
                     );
                 }
                 Poll::Ready(None) => {
-                    this.meter.finish();
+                    finish_meter(&mut this.meter, this.decoder.as_mut());
                     // No terminal marker and no usage: the upstream cut the
                     // stream short.
                     let truncated = this.meter.end() == StreamEnd::Open
@@ -263,6 +270,7 @@ impl Drop for MeteredBody {
         let drain = Drain {
             source: std::mem::replace(&mut self.source, UpstreamBody::Mock(Default::default())),
             meter,
+            decoder: self.decoder.take(),
             pending: Some(pending),
             idle_timeout: self.idle_timeout,
             assumed_tokens_per_sec: assumed,
@@ -287,6 +295,7 @@ impl Drop for MeteredBody {
 struct Drain {
     source: UpstreamBody,
     meter: StreamMeter,
+    decoder: Option<Decoder>,
     /// Taken when settled; `Drop` settles what was not.
     pending: Option<Pending>,
     idle_timeout: Duration,
@@ -307,7 +316,7 @@ impl Drain {
                     .await;
             match next {
                 Ok(Some(Ok(chunk))) => {
-                    self.meter.feed(&chunk, |_, _| {});
+                    meter_chunk(&mut self.meter, self.decoder.as_mut(), &chunk);
                     // An upstream past the hold's output is broken; what it
                     // sends is no longer worth reading.
                     if self.meter.output().quick_tokens() > output_bound.saturating_mul(4) {
@@ -316,7 +325,7 @@ impl Drain {
                 }
                 Ok(Some(Err(_))) | Err(_) => break,
                 Ok(None) => {
-                    self.meter.finish();
+                    finish_meter(&mut self.meter, self.decoder.as_mut());
                     break;
                 }
             }
@@ -345,6 +354,22 @@ impl Drop for Drain {
             settle_cancelled(pending, &self.meter, self.assumed_tokens_per_sec);
         }
     }
+}
+
+/// Feeds the meter one chunk, decoded first when the stream is compressed.
+fn meter_chunk(meter: &mut StreamMeter, decoder: Option<&mut Decoder>, chunk: &[u8]) {
+    match decoder {
+        Some(decoder) => meter.feed(&decoder.push(chunk), |_, _| {}),
+        None => meter.feed(chunk, |_, _| {}),
+    }
+}
+
+/// The stream ended: the decoder's last bytes, then the meter's last event.
+fn finish_meter(meter: &mut StreamMeter, decoder: Option<&mut Decoder>) {
+    if let Some(decoder) = decoder {
+        meter.feed(&decoder.finish(), |_, _| {});
+    }
+    meter.finish();
 }
 
 /// Settles a stream cut on the client's behalf at [`conservative`] usage.

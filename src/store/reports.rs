@@ -25,6 +25,69 @@ pub struct UsageGroup {
     pub cached_tokens: i64,
     pub reasoning_tokens: i64,
     pub cost_nano: i64,
+    /// The parts beyond plain tokens, in the order the CSV gives them.
+    pub parts: UsageParts,
+}
+
+/// The parts of a cost beyond plain tokens, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageParts {
+    pub cache_write_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub audio_input_tokens: i64,
+    pub audio_output_tokens: i64,
+    pub web_search_calls: i64,
+    pub web_fetch_calls: i64,
+    pub code_execution_calls: i64,
+    pub priority_tier_requests: i64,
+    pub flex_tier_requests: i64,
+    pub long_context_requests: i64,
+}
+
+impl UsageParts {
+    /// Names and values, in column order.
+    pub fn columns(&self) -> [(&'static str, i64); 10] {
+        [
+            ("cache_write_tokens", self.cache_write_tokens),
+            ("cache_write_1h_tokens", self.cache_write_1h_tokens),
+            ("audio_input_tokens", self.audio_input_tokens),
+            ("audio_output_tokens", self.audio_output_tokens),
+            ("web_search_calls", self.web_search_calls),
+            ("web_fetch_calls", self.web_fetch_calls),
+            ("code_execution_calls", self.code_execution_calls),
+            ("priority_tier_requests", self.priority_tier_requests),
+            ("flex_tier_requests", self.flex_tier_requests),
+            ("long_context_requests", self.long_context_requests),
+        ]
+    }
+
+    fn add(&mut self, other: &UsageParts) {
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens;
+        self.audio_input_tokens += other.audio_input_tokens;
+        self.audio_output_tokens += other.audio_output_tokens;
+        self.web_search_calls += other.web_search_calls;
+        self.web_fetch_calls += other.web_fetch_calls;
+        self.code_execution_calls += other.code_execution_calls;
+        self.priority_tier_requests += other.priority_tier_requests;
+        self.flex_tier_requests += other.flex_tier_requests;
+        self.long_context_requests += other.long_context_requests;
+    }
+
+    fn from_sums(r: &sqlx::any::AnyRow) -> Result<UsageParts, sqlx::Error> {
+        Ok(UsageParts {
+            cache_write_tokens: r.try_get("cache_write_tokens")?,
+            cache_write_1h_tokens: r.try_get("cache_write_1h_tokens")?,
+            audio_input_tokens: r.try_get("audio_input_tokens")?,
+            audio_output_tokens: r.try_get("audio_output_tokens")?,
+            web_search_calls: r.try_get("web_search_calls")?,
+            web_fetch_calls: r.try_get("web_fetch_calls")?,
+            code_execution_calls: r.try_get("code_execution_calls")?,
+            priority_tier_requests: r.try_get("priority_tier_requests")?,
+            flex_tier_requests: r.try_get("flex_tier_requests")?,
+            long_context_requests: r.try_get("long_context_requests")?,
+        })
+    }
 }
 
 impl UsageGroup {
@@ -36,6 +99,7 @@ impl UsageGroup {
         self.cached_tokens += other.cached_tokens;
         self.reasoning_tokens += other.reasoning_tokens;
         self.cost_nano += other.cost_nano;
+        self.parts.add(&other.parts);
     }
 
     /// Reads the sums of `USAGE_SUMS` from a report row.
@@ -53,6 +117,7 @@ impl UsageGroup {
             cached_tokens: r.try_get("cached_tokens")?,
             reasoning_tokens: r.try_get("reasoning_tokens")?,
             cost_nano: r.try_get("cost_nano")?,
+            parts: UsageParts::from_sums(r)?,
         })
     }
 }
@@ -63,7 +128,17 @@ const USAGE_SUMS: &str = "COUNT(*) AS requests, \
      CAST(COALESCE(SUM(r.output_tokens), 0) AS BIGINT) AS output_tokens, \
      CAST(COALESCE(SUM(r.cached_tokens), 0) AS BIGINT) AS cached_tokens, \
      CAST(COALESCE(SUM(r.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
-     CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano";
+     CAST(COALESCE(SUM(r.cost_nano), 0) AS BIGINT) AS cost_nano, \
+     CAST(COALESCE(SUM(r.cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
+     CAST(COALESCE(SUM(r.cache_write_1h_tokens), 0) AS BIGINT) AS cache_write_1h_tokens, \
+     CAST(COALESCE(SUM(r.audio_input_tokens), 0) AS BIGINT) AS audio_input_tokens, \
+     CAST(COALESCE(SUM(r.audio_output_tokens), 0) AS BIGINT) AS audio_output_tokens, \
+     CAST(COALESCE(SUM(r.web_search_calls), 0) AS BIGINT) AS web_search_calls, \
+     CAST(COALESCE(SUM(r.web_fetch_calls), 0) AS BIGINT) AS web_fetch_calls, \
+     CAST(COALESCE(SUM(r.code_execution_calls), 0) AS BIGINT) AS code_execution_calls, \
+     CAST(COALESCE(SUM(CASE WHEN r.service_tier = 'priority' THEN 1 ELSE 0 END), 0) AS BIGINT) AS priority_tier_requests, \
+     CAST(COALESCE(SUM(CASE WHEN r.service_tier = 'flex' THEN 1 ELSE 0 END), 0) AS BIGINT) AS flex_tier_requests, \
+     CAST(COALESCE(SUM(r.long_context), 0) AS BIGINT) AS long_context_requests";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {

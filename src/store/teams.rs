@@ -15,7 +15,7 @@ use crate::domain::{Enforcement, Role};
 use crate::money::Money;
 
 pub use super::audit::LimitEvent;
-pub use super::reports::{day_of, GroupBy, UsageGroup};
+pub use super::reports::{day_of, GroupBy, UsageGroup, UsageParts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Team {

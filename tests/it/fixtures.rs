@@ -9,12 +9,14 @@ use tollgate::pricing::ModelPrice;
 use crate::helpers::fixture;
 
 fn price(input: &str, output: &str, cached: &str, write: Option<&str>) -> ModelPrice {
-    ModelPrice {
-        input: PricePerMtok::parse(input).unwrap(),
-        output: PricePerMtok::parse(output).unwrap(),
+    ModelPrice::simple(tollgate::pricing::Rates {
         cached_input: Some(PricePerMtok::parse(cached).unwrap()),
         cache_write: write.map(|w| PricePerMtok::parse(w).unwrap()),
-    }
+        ..tollgate::pricing::Rates::new(
+            PricePerMtok::parse(input).unwrap(),
+            PricePerMtok::parse(output).unwrap(),
+        )
+    })
 }
 
 fn usd(text: &str) -> Money {

@@ -21,6 +21,7 @@ mod proxy_failures;
 mod proxy_holds;
 mod proxy_metering;
 mod proxy_operations;
+mod proxy_pricing;
 mod proxy_refusals;
 mod sdk;
 mod teams_authorization;

@@ -53,12 +53,10 @@ async fn openai_python_sdk_gets_metered_completions() {
         .collect();
     assert_eq!(lines.len(), 3, "{stdout}");
 
-    let mock = ModelPrice {
-        input: PricePerMtok::parse("1.00").unwrap(),
-        output: PricePerMtok::parse("2.00").unwrap(),
-        cached_input: None,
-        cache_write: None,
-    };
+    let mock = ModelPrice::simple(tollgate::pricing::Rates::new(
+        PricePerMtok::parse("1.00").unwrap(),
+        PricePerMtok::parse("2.00").unwrap(),
+    ));
     let json = &lines[0];
     let row = gw.row(json["request_id"].as_str().unwrap()).await;
     assert_eq!(row.input_tokens, json["prompt_tokens"].as_i64().unwrap());

@@ -201,7 +201,17 @@ print(json.dumps({"requests": sum(int(r["requests"]) for r in rows),
                 "output_tokens",
                 "cached_tokens",
                 "reasoning_tokens",
-                "cost_usd"
+                "cost_usd",
+                "cache_write_tokens",
+                "cache_write_1h_tokens",
+                "audio_input_tokens",
+                "audio_output_tokens",
+                "web_search_calls",
+                "web_fetch_calls",
+                "code_execution_calls",
+                "priority_tier_requests",
+                "flex_tier_requests",
+                "long_context_requests"
             ])
         );
     }

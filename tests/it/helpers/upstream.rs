@@ -29,6 +29,8 @@ pub struct Reply {
     pub cut_after: Option<usize>,
     /// Wait this long before sending headers.
     pub delay_headers: Duration,
+    /// `Content-Encoding` of the body (the chunks are already encoded).
+    pub encoding: Option<&'static str>,
 }
 
 impl Reply {
@@ -40,6 +42,7 @@ impl Reply {
             pause: Duration::ZERO,
             cut_after: None,
             delay_headers: Duration::ZERO,
+            encoding: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl Reply {
             pause: Duration::ZERO,
             cut_after: None,
             delay_headers: Duration::ZERO,
+            encoding: None,
         }
     }
 
@@ -77,6 +81,12 @@ impl Reply {
 
     pub fn cut_after(mut self, chunks: usize) -> Reply {
         self.cut_after = Some(chunks);
+        self
+    }
+
+    /// Sends the body as `coding` (the chunks must already be encoded).
+    pub fn encoded(mut self, coding: &'static str) -> Reply {
+        self.encoding = Some(coding);
         self
     }
 
@@ -212,6 +222,11 @@ async fn answer(
         http::header::CONTENT_TYPE,
         reply.content_type.parse().unwrap(),
     );
+    if let Some(coding) = reply.encoding {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_ENCODING, coding.parse().unwrap());
+    }
     response
 }
 

@@ -1,0 +1,186 @@
+//! Compressed answers, decoded for the meter only: an upstream that sends
+//! `Content-Encoding: gzip`, `deflate` or `br` (some do whatever the
+//! request asks) is metered on the decoded bytes, while the client gets the
+//! bytes as they came. Decoding stops at [`DECODED_LIMIT`] bytes: past it
+//! the meter sees no more (a compression bomb costs nothing but an
+//! estimate).
+
+use std::io::Write;
+
+/// Most decoded bytes metered per answer.
+pub const DECODED_LIMIT: usize = 64 * 1024 * 1024;
+
+/// A content coding the meter can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Gzip,
+    /// HTTP `deflate`: zlib-wrapped, or (from some servers) raw.
+    Deflate,
+    Brotli,
+}
+
+impl Coding {
+    /// The coding of a `Content-Encoding` value; `None` for identity (or
+    /// absent). `Err` for a coding (or a chain of them) it cannot read.
+    pub fn of(header: Option<&str>) -> Result<Option<Coding>, String> {
+        let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "identity" => Ok(None),
+            "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
+            "deflate" => Ok(Some(Coding::Deflate)),
+            "br" => Ok(Some(Coding::Brotli)),
+            other => Err(other.to_string()),
+        }
+    }
+}
+
+enum Inner {
+    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
+    RawDeflate(flate2::write::DeflateDecoder<Vec<u8>>),
+    Brotli(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
+    /// `deflate` before its first byte: zlib or raw is decided by it.
+    DeflatePending,
+    /// Broken or past the limit: nothing more is decoded.
+    Stopped,
+}
+
+/// A streaming decoder: compressed chunks in, decoded bytes out.
+pub struct Decoder {
+    inner: Inner,
+    decoded: usize,
+}
+
+impl Decoder {
+    pub fn new(coding: Coding) -> Decoder {
+        let inner = match coding {
+            Coding::Gzip => Inner::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            Coding::Deflate => Inner::DeflatePending,
+            Coding::Brotli => Inner::Brotli(Box::new(
+                brotli_decompressor::DecompressorWriter::new(Vec::new(), 4096),
+            )),
+        };
+        Decoder { inner, decoded: 0 }
+    }
+
+    /// Decodes one chunk; returns what it decoded (possibly nothing).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if let Inner::DeflatePending = self.inner {
+            let Some(&first) = chunk.first() else {
+                return Vec::new();
+            };
+            // A zlib stream starts with CM = 8 in the low nibble of its first byte.
+            self.inner = if first & 0x0f == 8 {
+                Inner::Zlib(flate2::write::ZlibDecoder::new(Vec::new()))
+            } else {
+                Inner::RawDeflate(flate2::write::DeflateDecoder::new(Vec::new()))
+            };
+        }
+        let (written, out) = match &mut self.inner {
+            Inner::Gzip(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
+            Inner::Zlib(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
+            Inner::RawDeflate(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
+            Inner::Brotli(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
+            Inner::DeflatePending | Inner::Stopped => return Vec::new(),
+        };
+        self.decoded += out.len();
+        if written.is_err() || self.decoded > DECODED_LIMIT {
+            self.inner = Inner::Stopped;
+        }
+        out
+    }
+
+    /// The end of the stream: whatever the decoder still held.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let out = match std::mem::replace(&mut self.inner, Inner::Stopped) {
+            Inner::Gzip(d) => d.finish().ok(),
+            Inner::Zlib(d) => d.finish().ok(),
+            Inner::RawDeflate(d) => d.finish().ok(),
+            Inner::Brotli(mut d) => d.flush().ok().map(|()| std::mem::take(d.get_mut())),
+            Inner::DeflatePending | Inner::Stopped => None,
+        };
+        out.unwrap_or_default()
+    }
+}
+
+/// Decodes a whole body (at most [`DECODED_LIMIT`] bytes of it).
+pub fn decode_all(coding: Coding, body: &[u8]) -> Vec<u8> {
+    let mut decoder = Decoder::new(coding);
+    let mut out = decoder.push(body);
+    out.extend(decoder.finish());
+    out.truncate(DECODED_LIMIT);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &[u8] = b"data: {\"usage\":{\"prompt_tokens\":20000}}\n\ndata: [DONE]\n\n";
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_each_coding_split_at_every_byte() {
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(TEXT).unwrap();
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(TEXT).unwrap();
+        for (coding, encoded) in [
+            (Coding::Gzip, gzip(TEXT)),
+            (Coding::Deflate, zlib.finish().unwrap()),
+            (Coding::Deflate, raw.finish().unwrap()),
+        ] {
+            let mut decoder = Decoder::new(coding);
+            let mut out = Vec::new();
+            for byte in &encoded {
+                out.extend(decoder.push(std::slice::from_ref(byte)));
+            }
+            out.extend(decoder.finish());
+            assert_eq!(out, TEXT, "{coding:?}");
+            assert_eq!(decode_all(coding, &encoded), TEXT);
+        }
+    }
+
+    #[test]
+    fn decodes_brotli() {
+        // TEXT ten times, compressed by the reference brotli encoder.
+        const BR: [u8; 73] = [
+            27, 37, 2, 16, 28, 5, 238, 46, 242, 45, 179, 141, 196, 113, 58, 66, 165, 167, 2, 76,
+            95, 238, 109, 201, 216, 217, 82, 181, 43, 241, 50, 149, 144, 76, 72, 198, 252, 195, 6,
+            28, 176, 71, 218, 50, 8, 47, 170, 23, 130, 68, 115, 136, 164, 200, 96, 41, 144, 46, 16,
+            246, 166, 247, 215, 187, 15, 44, 121, 240, 82, 215, 112, 75, 12,
+        ];
+        let expected = TEXT.repeat(10);
+        let mut decoder = Decoder::new(Coding::Brotli);
+        let mut out = Vec::new();
+        for piece in BR.chunks(7) {
+            out.extend(decoder.push(piece));
+        }
+        out.extend(decoder.finish());
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn reads_the_header() {
+        assert_eq!(Coding::of(None), Ok(None));
+        assert_eq!(Coding::of(Some("GZIP")), Ok(Some(Coding::Gzip)));
+        assert_eq!(Coding::of(Some("br")), Ok(Some(Coding::Brotli)));
+        assert!(Coding::of(Some("gzip, br")).is_err());
+    }
+
+    #[test]
+    fn garbage_stops_the_decoder_without_panicking() {
+        let mut decoder = Decoder::new(Coding::Gzip);
+        let _ = decoder.push(b"not gzip at all");
+        assert!(decoder.push(b"more").is_empty());
+        let _ = decoder.finish();
+    }
+}

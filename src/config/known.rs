@@ -26,7 +26,11 @@ const fn known(prefix: &'static str, context_window: u64, max_output_tokens: u64
 /// The table (README, "Request shapes and their holds", prints it).
 pub const KNOWN: &[Known] = &[
     known("gpt-5-pro", 400_000, 272_000),
-    known("gpt-5", 400_000, 128_000),
+    // gpt-5.4 and later: 1.05M context; the ones before, 400k.
+    known("gpt-5", 1_050_000, 128_000),
+    known("gpt-5-", 400_000, 128_000),
+    known("gpt-5.1", 400_000, 128_000),
+    known("gpt-5.2", 400_000, 128_000),
     known("gpt-4.1", 1_047_576, 32_768),
     known("gpt-4o", 128_000, 16_384),
     known("chatgpt-4o", 128_000, 16_384),
@@ -89,5 +93,8 @@ mod tests {
             128_000
         );
         assert!(lookup("llama-3.1-8b").is_none());
+        assert_eq!(lookup("gpt-5.4").unwrap().context_window, 1_050_000);
+        assert_eq!(lookup("gpt-5-mini").unwrap().context_window, 400_000);
+        assert_eq!(lookup("gpt-5.1-codex").unwrap().context_window, 400_000);
     }
 }

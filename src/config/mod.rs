@@ -245,7 +245,7 @@ mod tests {
     fn the_example_config_is_valid() {
         let text = include_str!("../../config/tollgate.example.toml");
         let config = Config::from_parts(text, &[], |_| Some("secret".to_string())).unwrap();
-        assert_eq!(config.providers.len(), 3);
+        assert_eq!(config.providers.len(), 4);
         assert!(config.model("claude-sonnet-4-5").is_some());
         // Every model it lists states its limits (the hold's bounds).
         let models = text.matches("\n[[models]]").count();

@@ -406,6 +406,25 @@ mod tests {
     }
 
     #[test]
+    fn responses_streams_carry_tier_and_search_calls() {
+        let body = concat!(
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Found.\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"service_tier\":\"flex\",",
+            "\"output\":[{\"type\":\"web_search_call\"},{\"type\":\"message\",\"content\":[]}],",
+            "\"usage\":{\"input_tokens\":100,\"input_tokens_details\":{\"cached_tokens\":null},\"output_tokens\":20}}}\n\n"
+        );
+        let mut meter = StreamMeter::new(Protocol::OpenAiResponses, false);
+        for byte in body.as_bytes().chunks(3) {
+            meter.feed(byte, |_, _| {});
+        }
+        meter.finish();
+        let usage = meter.final_usage().unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens), (100, 20));
+        assert_eq!(usage.web_search_calls, 1);
+        assert_eq!(usage.service_tier, ServiceTier::Flex);
+    }
+
+    #[test]
     fn usage_chunk_is_dropped_only_when_asked() {
         let chunk = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n";
         for strip in [true, false] {

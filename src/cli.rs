@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `users add`. Startup errors are
+//! The command line: `serve`, `migrate`, `users add`, `dead-letters`. Startup errors are
 //! printed as one line each and exit non-zero; nothing here runs per request.
 
 use std::path::PathBuf;
@@ -22,6 +22,12 @@ USAGE:
     tollgate users add EMAIL [--name NAME] [--credits USD] [--config PATH]
                                         Create a user with a prepaid balance and
                                         print a new API key for it (shown once)
+    tollgate dead-letters list  [--config PATH]
+                                        Ledger rows the database rejected, set
+                                        aside with the reason (table and file)
+    tollgate dead-letters retry [--config PATH]
+                                        Store them again, their names cleaned;
+                                        the ones stored leave the dead letters
     tollgate --help | --version
 
 With no --config (and no TOLLGATE_CONFIG), the embedded default applies:
@@ -118,6 +124,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 })
                 .map_err(|e| e.to_string()),
             ["users", "add", email] => add_user(&config, email, args.name, args.credits).await,
+            ["dead-letters", "list"] => dead_letters(&config, false).await,
+            ["dead-letters", "retry"] => dead_letters(&config, true).await,
             _ => Err(format!(
                 "unknown command '{}'; see tollgate --help",
                 command.join(" ")
@@ -256,4 +264,112 @@ async fn add_user(
     println!("balance: ${}", amount.unwrap_or(Money::ZERO));
     println!("key:     {key}");
     Ok(())
+}
+
+/// Lists (or retries) the rows the database rejected: those in the
+/// dead-letter table and those in the spool directory's file.
+async fn dead_letters(config: &Config, retry: bool) -> Result<(), String> {
+    let store = app::open_store(config).await.map_err(|e| e.to_string())?;
+    let mut letters = store.dead_letters().await.map_err(|e| e.to_string())?;
+    let file =
+        std::path::Path::new(&config.ledger.spool_dir).join(crate::ledger::spool::DEAD_LETTERS);
+    let from_file = read_dead_letter_file(&file)?;
+    let in_table = letters.len();
+    letters.extend(from_file);
+    if letters.is_empty() {
+        println!("No rows set aside.");
+        store.close().await;
+        return Ok(());
+    }
+    let mut kept_in_file = Vec::new();
+    let (mut stored, mut failed) = (0, 0);
+    for (i, letter) in letters.iter().enumerate() {
+        println!(
+            "{}  {}  model {:?}  cost ${}  reason: {}",
+            crate::clock::rfc3339(letter.set_aside_at),
+            crate::domain::clean_label(&letter.request_id, 64),
+            crate::domain::clean_label(&letter.row.model, 64),
+            Money::from_nano(letter.row.cost_nano),
+            letter.reason
+        );
+        if !retry {
+            continue;
+        }
+        let row = cleaned(&letter.row);
+        match store.insert_usage_rows(std::slice::from_ref(&row)).await {
+            Ok(_) => {
+                stored += 1;
+                if i < in_table {
+                    store
+                        .delete_dead_letter(&letter.request_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Err(error) => {
+                failed += 1;
+                println!("    still rejected: {error}");
+                if i >= in_table {
+                    kept_in_file.push(letter.clone());
+                }
+            }
+        }
+    }
+    if retry {
+        if file.exists() {
+            let mut text = String::new();
+            for letter in &kept_in_file {
+                let line = serde_json::json!({"row": letter.row, "reason": letter.reason, "set_aside_at": letter.set_aside_at});
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        println!(
+            "Retried {}: {stored} stored, {failed} still rejected.",
+            letters.len()
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// A rejected row with every text field cleaned (control bytes out, 200
+/// characters at most).
+fn cleaned(row: &crate::ledger::Entry) -> crate::ledger::Entry {
+    use crate::domain::clean_label;
+    let mut row = row.clone();
+    row.model = clean_label(&row.model, 200);
+    row.provider = clean_label(&row.provider, 200);
+    row.endpoint = clean_label(&row.endpoint, 200);
+    row.user_id = clean_label(&row.user_id, 200);
+    row.key_id = clean_label(&row.key_id, 200);
+    row.account_id = clean_label(&row.account_id, 200);
+    row.team_id = row.team_id.as_deref().map(|t| clean_label(t, 200));
+    row.error_code = row.error_code.as_deref().map(|c| clean_label(c, 200));
+    row
+}
+
+fn read_dead_letter_file(path: &std::path::Path) -> Result<Vec<crate::ledger::DeadLetter>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("{}: {error}", path.display())),
+    };
+    #[derive(serde::Deserialize)]
+    struct Line {
+        row: crate::ledger::Entry,
+        reason: String,
+        set_aside_at: i64,
+    }
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Line>(line).ok())
+        .map(|line| crate::ledger::DeadLetter {
+            request_id: line.row.request_id.to_string(),
+            row: line.row,
+            reason: line.reason,
+            set_aside_at: line.set_aside_at,
+        })
+        .collect())
 }

@@ -166,6 +166,15 @@ impl Default for ServiceTier {
     }
 }
 
+/// A name from a client, made fit for a row, a log line or a label: control
+/// characters (NUL included) dropped, at most `max_chars` characters.
+pub fn clean_label(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
 /// Who pays for a key's requests unless a request says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BillingChoice {

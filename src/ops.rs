@@ -70,6 +70,7 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
             "queue_depth": state.ledger.stats.depth(),
             "mode": if state.ledger.stats.spooling.load(std::sync::atomic::Ordering::Relaxed) { "spooling" } else { "direct" },
             "spool_rows": state.ledger.stats.spool_rows(),
+            "set_aside_rows": state.ledger.stats.set_aside.load(std::sync::atomic::Ordering::Relaxed),
             "refusing": state.ledger.is_saturated(),
         },
     });
@@ -116,6 +117,11 @@ pub fn metrics(state: &AppState) -> Response<Body> {
             "tollgate_ledger_spool_bytes",
             "Bytes of the spool on disk.",
             spool_bytes,
+        ),
+        (
+            "tollgate_ledger_set_aside_rows",
+            "Usage rows the database rejected, set aside as dead letters by this process (`tollgate dead-letters list`).",
+            stats.set_aside.load(std::sync::atomic::Ordering::Relaxed) as i64,
         ),
         (
             "tollgate_ledger_spooling",

@@ -195,9 +195,15 @@ pub fn respond(status: StatusCode, body: &impl Serialize) -> Result<Response<Bod
 /// What an account may spend now: its counter, seeded from the store when
 /// missing.
 pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, GatewayError> {
+    let behind = state.ledger.is_behind() && !state.counters.can_be_rebuilt();
     let balance = async {
         if let Some(balance) = state.counters.balance(account).await? {
             return Ok(Some(balance));
+        }
+        if behind {
+            // Seeded now, the counter would miss the spend still in the
+            // spool (see `proxy::admit`).
+            return Ok(None);
         }
         accounts::seed_balance(&state.store, &state.counters, account).await?;
         Ok(state.counters.balance(account).await?)
@@ -205,7 +211,16 @@ pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, G
     balance
         .await
         .inspect_err(|error: &AccountsError| tracing::warn!(%error, "Counter step failed."))?
-        .ok_or_else(|| GatewayError::internal("balance counter missing after its seed"))
+        .ok_or_else(|| {
+            if behind {
+                GatewayError::Unavailable(
+                    "The usage ledger is catching up; the balance cannot be read yet. Retry shortly."
+                        .into(),
+                )
+            } else {
+                GatewayError::internal("balance counter missing after its seed")
+            }
+        })
 }
 
 pub use crate::clock::rfc3339;

@@ -278,6 +278,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.key, "models[0].context_window");
+        let error = load("[storage]\ndatabase_url='postgres://x@y/z'\n", &[]).unwrap_err();
+        assert_eq!(error.key, "storage.single_node");
+        assert!(load(
+            "[storage]\ndatabase_url='postgres://x@y/z'\nsingle_node=true\n",
+            &[]
+        )
+        .is_ok());
+        assert!(load(
+            "[storage]\ndatabase_url='postgres://x@y/z'\nredis_url='redis://r'\n",
+            &[]
+        )
+        .is_ok());
         let error = load("[metering]\non_client_disconnect='later'\n", &[]).unwrap_err();
         assert_eq!(error.key, "metering.on_client_disconnect");
     }

@@ -62,6 +62,10 @@ pub struct StorageConfig {
     /// The most one account may spend in one process during one Redis
     /// outage (policy `local`).
     pub redis_outage_budget_usd: String,
+    /// In-process counters with Postgres: allowed only when this is the one
+    /// gateway process using that database (each process would otherwise
+    /// enforce its own copy of every balance).
+    pub single_node: bool,
 }
 
 impl Default for StorageConfig {
@@ -73,6 +77,7 @@ impl Default for StorageConfig {
             max_connections: 16,
             redis_unavailable: "local".into(),
             redis_outage_budget_usd: "5".into(),
+            single_node: false,
         }
     }
 }

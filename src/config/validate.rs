@@ -88,6 +88,15 @@ pub(super) fn validate(
             "must start with redis:// or be empty",
         ));
     }
+    let postgres = !url.starts_with("sqlite:");
+    if postgres && redis_url.is_empty() && !raw.storage.single_node {
+        return Err(ConfigError::new(
+            "storage.single_node",
+            "in-process counters (no storage.redis_url) with a Postgres that several gateway \
+             processes may share would let each process enforce its own copy of every balance: \
+             set storage.redis_url, or storage.single_node = true if this is the only process",
+        ));
+    }
     if !matches!(raw.storage.redis_unavailable.as_str(), "local" | "refuse") {
         return Err(ConfigError::new(
             "storage.redis_unavailable",

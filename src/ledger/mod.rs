@@ -6,19 +6,20 @@
 //! and admission refuses new requests (503) while the queue is full, so the
 //! rows in memory are bounded by the capacity plus the requests in flight.
 //!
-//! One writer task batches rows (by `batch_size` or `flush_interval_ms`)
-//! into inserts that skip request ids already stored, so a repeated batch
-//! never counts twice. When the database refuses a batch or does not answer
-//! within `write_timeout_ms`, the batch goes to the [`spool`] (fsync'd)
-//! and so does every later batch, in order, until a replay has moved the
-//! whole spool into the database. If even the spool cannot be written, the
-//! gateway refuses new requests (fail closed) and keeps the rows in memory,
-//! retrying. On shutdown the writer drains the queue (into the database, or
-//! the spool); a spool left behind is replayed on the next start.
+//! One writer task batches rows (by `batch_size` or `flush_interval_ms`),
+//! appends each batch to the [`spool`] with one fsync (a write-ahead log),
+//! and then inserts it, skipping request ids already stored, so a repeated
+//! batch never counts twice. When the database refuses a batch or does not
+//! answer within `write_timeout_ms`, that batch and every later one wait
+//! in the spool, in order, until a replay has moved the whole spool into
+//! the database. If the spool cannot be written, the database alone keeps
+//! the batch if it can; else the gateway refuses new requests (fail closed)
+//! and keeps the rows in memory, retrying. On shutdown the writer drains
+//! the queue; a spool left behind is replayed on the next start.
 //!
 //! What is not covered: rows still in the in-memory queue when the process
-//! is killed (SIGKILL, power loss). They spend one flush interval there
-//! (50 ms by default) while the database answers.
+//! is killed (SIGKILL, power loss): at most one flush interval (50 ms by
+//! default) of settled rows, plus the time of one fsync.
 
 mod entry;
 mod rows;
@@ -27,6 +28,7 @@ pub mod spool;
 mod writer;
 
 pub use self::entry::Entry;
+pub use self::rows::DeadLetter;
 pub use self::settle::Settler;
 pub use self::writer::write_rows;
 
@@ -48,10 +50,17 @@ use crate::tasks::{self, Tasks};
 /// Counts shared with `/metrics` and `/readyz`.
 #[derive(Debug, Default)]
 pub struct LedgerStats {
+    /// Rows handed to the ledger.
     pub queued: AtomicU64,
+    /// Rows stored in the database (directly or by replay).
     pub written: AtomicU64,
+    /// Rows made durable in the spool (every row passes through it; rows
+    /// found there at start count too).
     pub spooled: AtomicU64,
+    /// Rows stored by replaying the spool.
     pub replayed: AtomicU64,
+    /// Rows the database rejected, set aside as dead letters (this process).
+    pub set_aside: AtomicU64,
     pub failed_batches: AtomicU64,
     /// The writer sends batches to the spool (the database is away).
     pub spooling: AtomicBool,
@@ -60,18 +69,18 @@ pub struct LedgerStats {
 }
 
 impl LedgerStats {
-    /// Rows in memory, not yet in the database or the spool.
+    /// Rows in memory, not yet durable in the spool.
     pub fn depth(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed).saturating_sub(
-            self.written.load(Ordering::Relaxed) + self.spooled.load(Ordering::Relaxed),
-        )
+        self.queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.spooled.load(Ordering::Relaxed))
     }
 
-    /// Rows in the spool, not yet replayed.
+    /// Rows durable in the spool, not yet in the database.
     pub fn spool_rows(&self) -> u64 {
         self.spooled
             .load(Ordering::Relaxed)
-            .saturating_sub(self.replayed.load(Ordering::Relaxed))
+            .saturating_sub(self.written.load(Ordering::Relaxed))
     }
 }
 
@@ -91,6 +100,11 @@ impl LedgerSender {
     /// recorded is not spent).
     pub fn is_saturated(&self) -> bool {
         self.stats.depth() >= self.capacity || self.stats.spool_failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database is behind the spool (rows wait there for it).
+    pub fn is_behind(&self) -> bool {
+        self.stats.spooling.load(Ordering::Relaxed)
     }
 
     /// Bytes waiting in the spool.
@@ -142,6 +156,11 @@ pub fn start(
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let stats = Arc::new(LedgerStats::default());
     let spooling = !spool.is_empty();
+    if spooling {
+        let left = spool::count_rows(&spool_dir);
+        stats.spooled.store(left, Ordering::Relaxed);
+        stats.queued.store(left, Ordering::Relaxed);
+    }
     stats.spooling.store(spooling, Ordering::Relaxed);
     let sender = LedgerSender {
         tx,

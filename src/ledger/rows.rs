@@ -147,6 +147,85 @@ impl Store {
     }
 }
 
+/// A ledger row the database rejected, set aside with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub request_id: String,
+    pub row: Entry,
+    pub reason: String,
+    pub set_aside_at: i64,
+}
+
+impl Store {
+    /// Sets a rejected row aside (its JSON escapes every control byte, so
+    /// the text itself is storable).
+    pub async fn insert_dead_letter(
+        &self,
+        row: &Entry,
+        reason: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(row)
+            .map_err(|error| StoreError::Database(sqlx::Error::Decode(Box::new(error))))?;
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(500)
+            .collect();
+        sqlx::query(
+            "INSERT INTO usage_dead_letters (request_id, row_json, reason, set_aside_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(crate::domain::clean_label(row.request_id.as_str(), 200))
+        .bind(json)
+        .bind(reason)
+        .bind(at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every row set aside, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT request_id, row_json, reason, set_aside_at FROM usage_dead_letters \
+             ORDER BY set_aside_at, request_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let json: String = r.try_get("row_json")?;
+                let row: Entry = serde_json::from_str(&json)
+                    .map_err(|error| StoreError::Database(sqlx::Error::Decode(Box::new(error))))?;
+                Ok(DeadLetter {
+                    request_id: r.try_get("request_id")?,
+                    row,
+                    reason: r.try_get("reason")?,
+                    set_aside_at: r.try_get("set_aside_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets a set-aside row (after its retry stored it).
+    pub async fn delete_dead_letter(&self, request_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM usage_dead_letters WHERE request_id = $1")
+            .bind(request_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Rows set aside.
+    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_dead_letters")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
 fn entry_from_row(row: &AnyRow) -> Result<Entry, StoreError> {
     Ok(Entry {
         request_id: RequestId::from(row.try_get::<String, _>("request_id")?),

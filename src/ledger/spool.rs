@@ -1,10 +1,15 @@
-//! The spool: an append-only local file that holds ledger rows while the
-//! database cannot take them.
+//! The spool: an append-only local file through which every ledger row
+//! passes on its way to the database (a write-ahead log).
 //!
-//! A record is `[length: u32 LE][crc32: u32 LE][JSON array of rows]`,
-//! written with one `write` and made durable with `fsync` before the rows
-//! leave memory. Reading stops at the first record that is short or whose
-//! checksum fails (a write torn by a crash); everything before it is good.
+//! A record is `[magic "TGS1"][length: u32 LE][crc32: u32 LE][JSON array
+//! of rows]`, written with one `write` and made durable with one `fsync`
+//! per batch. A write that fails is cut off: the file is truncated back to
+//! its length before it, so a later record never follows a torn one. On
+//! read, a record that is short or whose checksum fails (a crash mid-write,
+//! a bad sector) is skipped: reading resumes at the next magic, so every
+//! good record before and after it is kept. Records written before the
+//! magic existed (`[length][crc][rows]`) are still read.
+//!
 //! New rows append to `spool.log`; replay first renames it to
 //! `replay-<n>.log`, so appends and replay never touch the same file, and
 //! deletes a replay file only after every row in it is stored. Rows are
@@ -18,6 +23,10 @@ use super::Entry;
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 const CURRENT: &str = "spool.log";
+/// Rejected rows the database could not take even as dead letters.
+pub const DEAD_LETTERS: &str = "dead-letters.jsonl";
+/// The start of every record.
+const MAGIC: &[u8; 4] = b"TGS1";
 /// Largest record accepted on read (a guard against a corrupt length).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 
@@ -41,7 +50,8 @@ impl Spool {
             return Ok(());
         }
         let payload = serde_json::to_vec(rows).map_err(io::Error::other)?;
-        let mut record = Vec::with_capacity(payload.len() + 8);
+        let mut record = Vec::with_capacity(payload.len() + 12);
+        record.extend_from_slice(MAGIC);
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&CRC.checksum(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
@@ -54,8 +64,46 @@ impl Spool {
                     .open(self.dir.join(CURRENT))?,
             ),
         };
-        file.write_all(&record)?;
+        let before = file.metadata()?.len();
+        let written = file.write_all(&record).and_then(|()| file.sync_data());
+        if let Err(error) = written {
+            // Cut the torn record off, so that no later record follows it;
+            // reopen on the next append.
+            let _ = file.set_len(before).and_then(|()| file.sync_data());
+            self.file = None;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Empties the current file once every row in it is stored (the writer
+    /// knows; nothing else may call this).
+    pub fn truncate_current(&mut self) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => return Ok(()),
+        };
+        file.set_len(0)?;
         file.sync_data()
+    }
+
+    /// Appends a rejected row to `dead-letters.jsonl` (when the database
+    /// cannot even take it as a dead letter), durably.
+    pub fn append_dead_letter(&self, row: &Entry, reason: &str, at: i64) -> io::Result<()> {
+        let line = serde_json::json!({"row": row, "reason": reason, "set_aside_at": at});
+        let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(DEAD_LETTERS))?;
+        file.write_all(&text)?;
+        file.sync_data()
+    }
+
+    /// Bytes in the current file.
+    pub fn current_bytes(&self) -> u64 {
+        fs::metadata(self.dir.join(CURRENT)).map_or(0, |m| m.len())
     }
 
     /// Spool files waiting for replay, oldest first: earlier replay files,
@@ -103,32 +151,75 @@ impl Spool {
     }
 }
 
-/// Reads the good records of a spool file, in order.
-pub fn read_records(path: &Path) -> io::Result<Vec<Vec<Entry>>> {
+/// Reads the good records of a spool file, in order, skipping bad ones;
+/// also returns how many bytes were skipped.
+pub fn read_records(path: &Path) -> io::Result<(Vec<Vec<Entry>>, usize)> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let mut records = Vec::new();
-    let mut at = 0;
-    while at + 8 <= bytes.len() {
-        let length =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let checksum =
-            u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        let start = at + 8;
-        if length > MAX_RECORD || start + length > bytes.len() {
-            break;
-        }
-        let payload = &bytes[start..start + length];
-        if CRC.checksum(payload) != checksum {
-            break;
-        }
-        match serde_json::from_slice::<Vec<Entry>>(payload) {
-            Ok(rows) => records.push(rows),
-            Err(_) => break,
-        }
-        at = start + length;
+    let (records, skipped) = parse_records(&bytes);
+    if skipped > 0 {
+        tracing::warn!(file = %path.display(), skipped_bytes = skipped, "Spool file had torn or corrupt records; the good ones around them are kept.");
     }
-    Ok(records)
+    Ok((records, skipped))
+}
+
+/// Rows in the spool's files (counted at start).
+pub fn count_rows(dir: &Path) -> u64 {
+    let Ok(spool) = Spool::open(dir) else {
+        return 0;
+    };
+    let mut files = spool.replay_files().unwrap_or_default();
+    files.push(dir.join(CURRENT));
+    files
+        .iter()
+        .filter(|f| f.exists())
+        .filter_map(|f| read_records(f).ok())
+        .map(|(records, _)| records.iter().map(|r| r.len() as u64).sum::<u64>())
+        .sum()
+}
+
+/// One record at `at`: its rows and where the next record starts.
+fn record_at(bytes: &[u8], at: usize) -> Option<(Vec<Entry>, usize)> {
+    let framed = bytes.get(at..at + 4) == Some(MAGIC.as_slice());
+    let header = if framed { at + 4 } else { at };
+    let word = |i: usize| -> Option<u32> {
+        let b = bytes.get(i..i + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let length = word(header)? as usize;
+    let checksum = word(header + 4)?;
+    let start = header + 8;
+    if length > MAX_RECORD {
+        return None;
+    }
+    let payload = bytes.get(start..start.checked_add(length)?)?;
+    if CRC.checksum(payload) != checksum {
+        return None;
+    }
+    let rows = serde_json::from_slice::<Vec<Entry>>(payload).ok()?;
+    Some((rows, start + length))
+}
+
+/// Every good record, in order, and the bytes skipped around bad ones.
+fn parse_records(bytes: &[u8]) -> (Vec<Vec<Entry>>, usize) {
+    let mut records = Vec::new();
+    let mut skipped = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if let Some((rows, next)) = record_at(bytes, at) {
+            records.push(rows);
+            at = next;
+            continue;
+        }
+        // A bad record: resume at the next magic after it.
+        let resume = bytes
+            .get(at + 1..)
+            .and_then(|rest| rest.windows(4).position(|w| w == MAGIC.as_slice()))
+            .map_or(bytes.len(), |offset| at + 1 + offset);
+        skipped += resume - at;
+        at = resume;
+    }
+    (records, skipped)
 }
 
 #[cfg(test)]
@@ -159,7 +250,7 @@ mod tests {
         drop(file);
         let files = spool.take_for_replay().unwrap();
         assert_eq!(files.len(), 1);
-        let records = read_records(&files[0]).unwrap();
+        let (records, _) = read_records(&files[0]).unwrap();
         let ids: Vec<Vec<String>> = records
             .iter()
             .map(|r| r.iter().map(|row| row.request_id.to_string()).collect())
@@ -178,7 +269,49 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_checksum_stops_the_read() {
+    fn a_bad_record_in_the_middle_loses_only_itself() {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-spool-test-{}",
+            crate::keys::random_base62(8)
+        ));
+        let mut spool = Spool::open(&dir).unwrap();
+        spool.append(&[row("a")]).unwrap();
+        let path = dir.join(CURRENT);
+        let first = fs::metadata(&path).unwrap().len() as usize;
+        spool.append(&[row("b")]).unwrap();
+        spool.append(&[row("c")]).unwrap();
+        // Corrupt the middle record's payload, then tear a fourth mid-write
+        // and append a fifth after it (as a crash and restart would).
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[first + 20] ^= 0xFF;
+        bytes.extend_from_slice(b"TGS1\x40\x00\x00\x00garbage");
+        fs::write(&path, &bytes).unwrap();
+        spool.file = None;
+        spool.append(&[row("e")]).unwrap();
+        let (records, skipped) = read_records(&path).unwrap();
+        assert!(skipped > 0);
+        let ids: Vec<String> = records
+            .iter()
+            .flatten()
+            .map(|r| r.request_id.to_string())
+            .collect();
+        assert_eq!(ids, vec!["a", "c", "e"]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn records_without_the_magic_are_still_read() {
+        let payload = serde_json::to_vec(&[row("old")]).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&CRC.checksum(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let (records, skipped) = parse_records(&bytes);
+        assert_eq!((records.len(), skipped), (1, 0));
+    }
+
+    #[test]
+    fn a_corrupt_checksum_skips_the_record() {
         let dir = std::env::temp_dir().join(format!(
             "tollgate-spool-test-{}",
             crate::keys::random_base62(8)
@@ -191,8 +324,9 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 0xFF;
         fs::write(&path, bytes).unwrap();
-        let records = read_records(&path).unwrap();
+        let (records, _) = read_records(&path).unwrap();
         assert_eq!(records.len(), 1);
+        assert_eq!(records[0][0].request_id.as_str(), "a");
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -1,8 +1,9 @@
 //! The ledger writer: one task batches entries (by `batch_size` or
-//! `flush_interval_ms`) into idempotent inserts, spools batches the
-//! database does not take, and replays the spool in order.
+//! `flush_interval_ms`), appends each batch to the spool (one fsync) before
+//! anything else, then inserts it idempotently; while the database is
+//! behind, batches wait in the spool and are replayed in order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,51 +27,188 @@ pub(super) struct Writer {
     pub(super) replay_interval: Duration,
     pub(super) stats: Arc<LedgerStats>,
     pub(super) spool: Arc<Mutex<Spool>>,
+    /// The database is behind the spool: new batches wait there for replay.
     pub(super) spooling: bool,
 }
 
+/// The current spool file is emptied past this size once every row in it
+/// is stored.
+const TRUNCATE_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The database side of the writer: what a store or a replay needs, on
+/// its own task, so that the spool keeps taking batches meanwhile.
+#[derive(Clone)]
+struct Database {
+    store: Store,
+    counters: Arc<Counters>,
+    write_timeout: Duration,
+    stats: Arc<LedgerStats>,
+    spool: Arc<Mutex<Spool>>,
+}
+
+/// What the writer is waiting on from the database.
+enum InFlight {
+    /// A batch being stored (its rows).
+    Store(u64),
+    /// The spool being replayed.
+    Replay,
+}
+
 impl Writer {
+    fn database(&self) -> Database {
+        Database {
+            store: self.store.clone(),
+            counters: self.counters.clone(),
+            write_timeout: self.write_timeout,
+            stats: self.stats.clone(),
+            spool: self.spool.clone(),
+        }
+    }
+
+    /// Batches rows, makes each batch durable in the spool at once, and
+    /// feeds the database from a second task: a slow or absent database
+    /// never keeps a settled row in memory longer than a flush interval.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Entry>, shutdown: CancellationToken) {
+        let database = self.database();
         let mut batch: Vec<Entry> = Vec::with_capacity(self.batch_size);
+        // Durable batches the database has yet to take, oldest first.
+        let mut pending: VecDeque<Vec<Entry>> = VecDeque::new();
+        let mut in_flight: Option<(InFlight, tokio::task::JoinHandle<bool>)> = None;
+        // Batches appended while a replay runs: they may come after its
+        // scan of the spool, so they are stored from memory once it ends.
+        let mut during_replay: Vec<Vec<Entry>> = Vec::new();
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        // A store ended since the spool's size was last looked at.
+        let mut stored_since_check = false;
         let mut next_replay = tokio::time::Instant::now();
         loop {
-            // Wait for a first row, a replay tick (while spooling), or shutdown.
-            let first = tokio::select! {
-                row = rx.recv() => row,
-                () = shutdown.cancelled() => None,
-                () = tokio::time::sleep_until(next_replay), if self.spooling => {
-                    self.replay().await;
-                    next_replay = tokio::time::Instant::now() + self.replay_interval;
+            let replay_due = self.spooling && in_flight.is_none();
+            tokio::select! {
+                row = rx.recv() => {
+                    let Some(row) = row else { break };
+                    batch.push(row);
+                    self.take_queued(&mut rx, &mut batch);
+                    if batch.len() >= self.batch_size {
+                        flush_at = None;
+                        self.flush(&mut batch, &mut pending, &mut during_replay, &in_flight).await;
+                    } else if flush_at.is_none() {
+                        flush_at = Some(tokio::time::Instant::now() + self.flush_interval);
+                    }
+                }
+                () = sleep_until_some(flush_at) => {
+                    flush_at = None;
+                    self.take_queued(&mut rx, &mut batch);
+                    self.flush(&mut batch, &mut pending, &mut during_replay, &in_flight).await;
+                }
+                done = join_some(&mut in_flight) => {
+                    let Some((what, _)) = in_flight.take() else { continue };
+                    stored_since_check = true;
+                    self.settle_in_flight(what, done, &mut pending, &mut during_replay, &mut next_replay);
+                }
+                () = tokio::time::sleep_until(next_replay), if replay_due => {
+                    during_replay.clear();
+                    let database = database.clone();
+                    // Detached, not tracked: its handle is the in-flight
+                    // operation this loop awaits (also at shutdown).
+                    in_flight = Some((InFlight::Replay, crate::tasks::detached(async move { database.replay().await })));
                     continue;
                 }
-            };
-            let Some(first) = first else { break };
-            batch.push(first);
-            // Take what is queued; if that is not a full batch, sleep once
-            // until the flush deadline and take what came meanwhile. Waiting
-            // on the queue instead woke this task (and armed a timer) for
-            // every row: one cross-thread wake-up per request.
-            self.take_queued(&mut rx, &mut batch);
-            if batch.len() < self.batch_size {
-                tokio::select! {
-                    () = tokio::time::sleep(self.flush_interval) => {}
-                    () = shutdown.cancelled() => {}
-                }
-                self.take_queued(&mut rx, &mut batch);
+                () = shutdown.cancelled() => break,
             }
-            self.write(&mut batch).await;
+            if in_flight.is_none() && !self.spooling {
+                if let Some(next) = pending.pop_front() {
+                    let rows = next.len() as u64;
+                    let database = database.clone();
+                    // Detached, not tracked: awaited by this loop.
+                    in_flight = Some((
+                        InFlight::Store(rows),
+                        crate::tasks::detached(async move { database.store_rows(&next).await }),
+                    ));
+                } else if std::mem::take(&mut stored_since_check) {
+                    self.truncate_if_large(false).await;
+                }
+            }
         }
-        // Drain: everything still queued goes to the database or the spool.
+        // Drain: everything still queued becomes durable, then goes to the
+        // database while it answers.
         rx.close();
         while let Some(row) = rx.recv().await {
             batch.push(row);
-            if batch.len() >= self.batch_size {
-                self.write(&mut batch).await;
+        }
+        self.flush(&mut batch, &mut pending, &mut during_replay, &in_flight)
+            .await;
+        if let Some((what, handle)) = in_flight.take() {
+            let done = handle.await.unwrap_or(false);
+            self.settle_in_flight(
+                what,
+                Ok(done),
+                &mut pending,
+                &mut during_replay,
+                &mut next_replay,
+            );
+        }
+        while !self.spooling {
+            let Some(next) = pending.pop_front() else {
+                break;
+            };
+            if database.store_rows(&next).await {
+                self.stats
+                    .written
+                    .fetch_add(next.len() as u64, Ordering::Relaxed);
+            } else {
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                self.spooling = true;
+                self.stats.spooling.store(true, Ordering::Relaxed);
             }
         }
-        self.write(&mut batch).await;
-        if self.spooling {
-            self.replay().await;
+        if self.spooling && database.replay().await {
+            self.spooling = false;
+            self.stats.spooling.store(false, Ordering::Relaxed);
+        }
+        if !self.spooling {
+            // Every row is stored: leave an empty spool, so the next start
+            // has nothing to replay.
+            self.truncate_if_large(true).await;
+        }
+    }
+
+    /// What a finished database operation means for the writer.
+    fn settle_in_flight(
+        &mut self,
+        what: InFlight,
+        done: Result<bool, tokio::task::JoinError>,
+        pending: &mut VecDeque<Vec<Entry>>,
+        during_replay: &mut Vec<Vec<Entry>>,
+        next_replay: &mut tokio::time::Instant,
+    ) {
+        let ok = done.unwrap_or(false);
+        match what {
+            InFlight::Store(rows) if ok => {
+                self.stats.written.fetch_add(rows, Ordering::Relaxed);
+            }
+            InFlight::Store(_) => {
+                // The database is away: this batch and those behind it wait
+                // in the spool for the replay.
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                self.spooling = true;
+                self.stats.spooling.store(true, Ordering::Relaxed);
+                pending.clear();
+                *next_replay = tokio::time::Instant::now() + self.replay_interval;
+            }
+            InFlight::Replay if ok => {
+                // Caught up: what was appended while it ran (perhaps after
+                // its scan) is stored from memory; a batch stored twice is
+                // skipped the second time.
+                self.spooling = false;
+                self.stats.spooling.store(false, Ordering::Relaxed);
+                pending.clear();
+                pending.extend(during_replay.drain(..));
+            }
+            InFlight::Replay => {
+                // Still away: those batches wait in the spool for the next.
+                during_replay.clear();
+                *next_replay = tokio::time::Instant::now() + self.replay_interval;
+            }
         }
     }
 
@@ -84,75 +222,75 @@ impl Writer {
         }
     }
 
-    /// Stores a batch in the database, else in the spool; never drops it.
-    async fn write(&mut self, batch: &mut Vec<Entry>) {
+    /// Makes a batch durable in the spool, then hands it to the database
+    /// side (unless the database is behind: then the replay takes it from
+    /// the spool). Never drops it.
+    async fn flush(
+        &mut self,
+        batch: &mut Vec<Entry>,
+        pending: &mut VecDeque<Vec<Entry>>,
+        during_replay: &mut Vec<Vec<Entry>>,
+        in_flight: &Option<(InFlight, tokio::task::JoinHandle<bool>)>,
+    ) {
         if batch.is_empty() {
             return;
         }
+        let rows = batch.len() as u64;
         let mut backoff = Duration::from_millis(50);
         loop {
-            if !self.spooling {
-                if self.store_rows(batch).await {
-                    self.stats
-                        .written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                    return;
-                }
-                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                self.spooling = true;
-                self.stats.spooling.store(true, Ordering::Relaxed);
-            }
             match self.append_to_spool(batch).await {
                 Ok(()) => {
-                    self.stats
-                        .spooled
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.stats.spooled.fetch_add(rows, Ordering::Relaxed);
                     self.stats.spool_failed.store(false, Ordering::Relaxed);
-                    batch.clear();
-                    return;
+                    break;
                 }
                 Err(error) => {
-                    // Neither the database nor the disk: keep the rows, refuse
-                    // new requests, and try both again.
-                    tracing::error!(rows = batch.len(), %error, "Spool write failed; refusing new requests.");
+                    // The disk refuses: the database alone keeps the rows if
+                    // it can; else keep them in memory, refuse new
+                    // requests, and try both again.
+                    tracing::error!(rows, %error, "Spool write failed; refusing new requests.");
                     self.stats.spool_failed.store(true, Ordering::Relaxed);
-                    self.spooling = false;
+                    if !self.spooling
+                        && in_flight.is_none()
+                        && pending.is_empty()
+                        && self.database().store_rows(batch).await
+                    {
+                        self.stats.spooled.fetch_add(rows, Ordering::Relaxed);
+                        self.stats.written.fetch_add(rows, Ordering::Relaxed);
+                        batch.clear();
+                        return;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        let full = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
+        if !self.spooling {
+            pending.push_back(full);
+        } else if matches!(in_flight, Some((InFlight::Replay, _))) {
+            during_replay.push(full);
+        }
     }
 
-    /// Writes rows to the database. The write runs on its own task and is
-    /// never cancelled mid-transaction (that could leave its counter locks
-    /// held); past `write_timeout` the writer stops waiting and treats the
-    /// batch as failed. If the write then completes anyway, the rows' later
-    /// replay finds them stored and changes nothing.
-    async fn store_rows(&self, rows: &[Entry]) -> bool {
-        let store = self.store.clone();
-        let counters = self.counters.clone();
-        let rows = rows.to_vec();
-        let count = rows.len();
-        // Detached, not tracked: the writer awaits it up to the timeout and
-        // then stops waiting on purpose (see above); it must not be cut off.
-        let write =
-            crate::tasks::detached(async move { write_rows(&store, &counters, &rows).await });
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(Ok(Ok(_))) => true,
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(rows = count, %error, "Ledger batch failed; spooling.");
-                false
+    /// Empties the current spool file when every row in it is stored (the
+    /// caller knows: nothing pending, nothing in flight, not behind), once
+    /// it has grown, or always (`force`, at shutdown). A crash before this
+    /// only means its rows are replayed, and skipped as stored, next start.
+    async fn truncate_if_large(&self, force: bool) {
+        let spool = self.spool.clone();
+        let truncated = tokio::task::spawn_blocking(move || {
+            let mut spool = spool
+                .lock()
+                .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+            if force || spool.current_bytes() > TRUNCATE_AFTER_BYTES {
+                spool.truncate_current()?;
             }
-            Ok(Err(error)) => {
-                tracing::error!(rows = count, %error, "Ledger write task failed; spooling.");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(rows = count, "Ledger batch timed out; spooling.");
-                false
-            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        if let Ok(Err(error)) = truncated {
+            tracing::warn!(%error, "Spool not truncated; it is replayed (idempotently) on the next start.");
         }
     }
 
@@ -168,10 +306,121 @@ impl Writer {
         .await
         .map_err(std::io::Error::other)?
     }
+}
+
+/// Sleeps until the deadline, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The in-flight operation's end, or never without one.
+async fn join_some(
+    in_flight: &mut Option<(InFlight, tokio::task::JoinHandle<bool>)>,
+) -> Result<bool, tokio::task::JoinError> {
+    match in_flight {
+        Some((_, handle)) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Database {
+    /// Stores rows; a batch the database rejects for its data is split, the
+    /// rows it rejects alone are set aside (dead letters) and the others
+    /// stored. False only when the database is unavailable.
+    async fn store_rows(&self, rows: &[Entry]) -> bool {
+        match self.try_store(rows).await {
+            Stored::Yes => true,
+            Stored::Unavailable => false,
+            Stored::Rejected(reason) => {
+                tracing::warn!(rows = rows.len(), %reason, "Ledger batch rejected; storing its rows one by one.");
+                for row in rows {
+                    match self.try_store(std::slice::from_ref(row)).await {
+                        Stored::Yes => {}
+                        Stored::Unavailable => return false,
+                        Stored::Rejected(reason) => {
+                            if !self.set_aside(row, &reason).await {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Puts a rejected row in the dead-letter table (else, when even that
+    /// fails, in the spool directory's dead-letter file).
+    async fn set_aside(&self, row: &Entry, reason: &str) -> bool {
+        tracing::error!(request_id = %crate::domain::clean_label(row.request_id.as_str(), 64), %reason, "Ledger row rejected by the database; set aside.");
+        let at = crate::clock::now_ms();
+        let stored = tokio::time::timeout(
+            self.write_timeout,
+            self.store.insert_dead_letter(row, reason, at),
+        )
+        .await;
+        let kept = match stored {
+            Ok(Ok(())) => true,
+            _ => {
+                let spool = self.spool.clone();
+                let (row, reason) = (row.clone(), reason.to_string());
+                tokio::task::spawn_blocking(move || {
+                    spool
+                        .lock()
+                        .map_err(|_| std::io::Error::other("spool lock poisoned"))
+                        .and_then(|s| s.append_dead_letter(&row, &reason, at))
+                })
+                .await
+                .is_ok_and(|r| r.is_ok())
+            }
+        };
+        if kept {
+            self.stats.set_aside.fetch_add(1, Ordering::Relaxed);
+        }
+        kept
+    }
+
+    /// Writes rows to the database. The write runs on its own task and is
+    /// never cancelled mid-transaction (that could leave its counter locks
+    /// held); past `write_timeout` the writer stops waiting and treats the
+    /// batch as failed. If the write then completes anyway, the rows' later
+    /// replay finds them stored and changes nothing.
+    async fn try_store(&self, rows: &[Entry]) -> Stored {
+        let store = self.store.clone();
+        let counters = self.counters.clone();
+        let rows = rows.to_vec();
+        let count = rows.len();
+        // Detached, not tracked: the writer awaits it up to the timeout and
+        // then stops waiting on purpose (see above); it must not be cut off.
+        let write =
+            crate::tasks::detached(async move { write_rows(&store, &counters, &rows).await });
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(Ok(Ok(_))) => Stored::Yes,
+            Ok(Ok(Err(error))) => {
+                if let Some(reason) = rejected_data(&error) {
+                    return Stored::Rejected(reason);
+                }
+                tracing::warn!(rows = count, %error, "Ledger batch failed; spooling.");
+                Stored::Unavailable
+            }
+            Ok(Err(error)) => {
+                tracing::error!(rows = count, %error, "Ledger write task failed; spooling.");
+                Stored::Unavailable
+            }
+            Err(_) => {
+                tracing::warn!(rows = count, "Ledger batch timed out; spooling.");
+                Stored::Unavailable
+            }
+        }
+    }
 
     /// Moves the spool into the database, oldest first. Stops at the first
     /// failure; a replay file is deleted only when all its rows are stored.
-    async fn replay(&mut self) {
+    /// True when every file it took was stored.
+    async fn replay(&self) -> bool {
         let spool = self.spool.clone();
         let files = tokio::task::spawn_blocking(move || {
             spool
@@ -184,40 +433,69 @@ impl Writer {
             Ok(Ok(files)) => files,
             Ok(Err(error)) => {
                 tracing::error!(%error, "Spool cannot be read.");
-                return;
+                return false;
             }
             Err(error) => {
                 tracing::error!(%error, "Spool replay task failed.");
-                return;
+                return false;
             }
         };
         for file in files {
-            let records = match spool::read_records(&file) {
-                Ok(records) => records,
+            let (records, skipped) = match spool::read_records(&file) {
+                Ok(read) => read,
                 Err(error) => {
                     tracing::error!(file = %file.display(), %error, "Spool file cannot be read.");
-                    return;
+                    return false;
                 }
             };
             for rows in &records {
                 if !self.store_rows(rows).await {
-                    return;
+                    return false;
                 }
             }
             let rows: u64 = records.iter().map(|r| r.len() as u64).sum();
-            if let Err(error) = std::fs::remove_file(&file) {
+            // A file with damaged bytes is kept aside (its good records are
+            // stored) for whoever wants to look at what was lost.
+            let done = if skipped > 0 {
+                std::fs::rename(&file, file.with_extension("damaged"))
+            } else {
+                std::fs::remove_file(&file)
+            };
+            if let Err(error) = done {
                 tracing::error!(file = %file.display(), %error, "Replayed spool file not removed.");
-                return;
+                return false;
             }
             self.stats.replayed.fetch_add(rows, Ordering::Relaxed);
+            self.stats.written.fetch_add(rows, Ordering::Relaxed);
             tracing::info!(rows, "Spooled ledger rows replayed.");
         }
-        let spool_empty = self.spool.lock().map(|s| s.is_empty()).unwrap_or(false);
-        if spool_empty {
-            self.spooling = false;
-            self.stats.spooling.store(false, Ordering::Relaxed);
-        }
+        true
     }
+}
+
+/// What one write came to.
+enum Stored {
+    Yes,
+    /// The database is away or slow: the rows wait in the spool.
+    Unavailable,
+    /// The database refused the data itself (the reason).
+    Rejected(String),
+}
+
+/// The reason, when the database refused a write for its data (an invalid
+/// byte, a value too long, a constraint) rather than for being away.
+fn rejected_data(error: &AccountsError) -> Option<String> {
+    let AccountsError::Store(crate::store::StoreError::Database(sqlx::Error::Database(db))) = error
+    else {
+        return None;
+    };
+    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+    // Postgres SQLSTATE classes: 22 data exception, 23 integrity, 54 limit.
+    let data_class = ["22", "23", "54"]
+        .iter()
+        .any(|class| code.starts_with(class));
+    let constraint = !matches!(db.kind(), sqlx::error::ErrorKind::Other);
+    (data_class || constraint).then(|| format!("{code}: {}", db.message()))
 }
 
 /// The counters a row's cost is counted in.

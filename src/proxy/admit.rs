@@ -253,11 +253,22 @@ async fn hold_money(
 }
 
 /// Seeds a missing counter once, however many requests found it missing.
+/// In-process counters are never seeded while the database is behind the
+/// spool: seeded from the database then, they would not count the spooled
+/// spend (so a restart replays the spool first, and admission waits for
+/// it). Redis counters need no wait: a row stored after a rebuild brings
+/// its cost to the rebuilt counter (`ledger::write_rows`).
 async fn seed_once<F, Fut>(state: &AppState, name: String, seed: F) -> Result<(), GatewayError>
 where
     F: FnOnce(crate::store::Store, std::sync::Arc<crate::counters::Counters>) -> Fut,
     Fut: Future<Output = Result<(), AccountsError>> + Send + 'static,
 {
+    if state.ledger.is_behind() && !state.counters.can_be_rebuilt() {
+        return Err(GatewayError::Unavailable(
+            "The usage ledger is catching up; the balance cannot be read yet. Retry shortly."
+                .into(),
+        ));
+    }
     let seeding = seed(state.store.clone(), state.counters.clone());
     match state.counter_seeds.run(name, move || seeding).await {
         Ok(()) => Ok(()),

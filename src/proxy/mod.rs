@@ -36,6 +36,10 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use self::ctx::RequestCtx;
+
+/// Most characters of a client's model name kept on a row.
+const MODEL_NAME_CHARS: usize = 200;
+
 pub use self::models::list as list_models;
 use self::request::ClientRequest;
 use self::settle::{Hold, Pending};
@@ -130,7 +134,9 @@ async fn admit(
     body: Incoming,
 ) -> Result<(ClientRequest, Hold), GatewayError> {
     let request = request::read(headers, body, state.config.server.max_body_bytes).await?;
-    ctx.entry.model = request.model.clone();
+    // A client's name reaches the row cleaned and bounded: a NUL byte or a
+    // 100 KB name must not make the database reject the row.
+    ctx.entry.model = crate::domain::clean_label(&request.model, MODEL_NAME_CHARS);
     ctx.entry.streamed = request.stream;
     authorize::authorize(state, ctx, &request, headers).await?;
     authorize::rate_limit(state, &ctx.principal)?;

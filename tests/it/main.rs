@@ -13,6 +13,7 @@ mod admin_users;
 mod concurrency;
 mod counters;
 mod dashboard;
+mod faults_poison;
 mod faults_postgres;
 mod faults_processes;
 mod faults_redis;

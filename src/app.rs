@@ -227,9 +227,14 @@ async fn admin_token(
 }
 
 /// The accept loop: HTTP/1.1 with keep-alive, TCP_NODELAY, a bound on open
-/// connections, and a graceful drain of open connections on shutdown.
+/// connections, and a graceful drain of open connections on shutdown: they
+/// finish within `server.shutdown_grace_secs`; past it the ones left are
+/// cut, and their requests settle under the disconnect policy (a stream
+/// being drained ends at once, billed at the conservative estimate) before
+/// the ledger is flushed.
 async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let permits = Arc::new(Semaphore::new(state.config.server.max_connections.max(1)));
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
@@ -261,19 +266,29 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        // Detached, not tracked: the graceful watcher above is what shutdown
-        // waits on for open connections.
-        tasks::detached(async move {
+        // Tracked in the connection set: shutdown waits for it, and cuts it
+        // past the grace period so that its requests settle before the
+        // ledger closes.
+        #[allow(clippy::disallowed_methods)] // The connection set (see above).
+        connections.spawn(async move {
             let _ = connection.await;
             drop(permit);
         });
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
-            tracing::warn!("Open connections outlived the shutdown grace period.");
+            tracing::warn!(
+                open = connections.len(),
+                "Open connections outlived the shutdown grace period; cutting them."
+            );
+            // Drains started from here on end at once (conservative bill).
+            state.tasks.close();
+            connections.abort_all();
         }
     }
+    while connections.join_next().await.is_some() {}
 }

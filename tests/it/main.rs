@@ -17,6 +17,7 @@ mod faults_poison;
 mod faults_postgres;
 mod faults_processes;
 mod faults_redis;
+mod faults_shutdown;
 mod fixtures;
 mod proxy_failures;
 mod proxy_holds;

@@ -84,7 +84,11 @@ impl Writer {
         loop {
             let replay_due = self.spooling && in_flight.is_none();
             tokio::select! {
-                row = rx.recv() => {
+                // Between a batch's first row and its flush deadline the
+                // queue is not watched: rows wait in it and are taken at the
+                // deadline. Watching it woke this task for every row (one
+                // cross-thread wake-up per request).
+                row = rx.recv(), if flush_at.is_none() => {
                     let Some(row) = row else { break };
                     batch.push(row);
                     self.take_queued(&mut rx, &mut batch);

@@ -52,16 +52,7 @@ async fn a_stalled_database_stalls_no_request(backend: Backend) {
     use sqlx::Connection;
     let upstream = fixture_upstream().await;
     let storage = crate::helpers::gateway::TestStorage::new(backend).await;
-    let gw = TestGateway::start_on(
-        storage,
-        &standard_models(&upstream.base_url()),
-        "",
-        &[
-            ("TOLLGATE_LEDGER__QUEUE_CAPACITY", "3"),
-            ("TOLLGATE_LEDGER__BATCH_SIZE", "1"),
-        ],
-    )
-    .await;
+    let gw = TestGateway::start_on(storage, &standard_models(&upstream.base_url()), "", &[]).await;
     let (user_id, key) = gw.user_with_credit("stall@example.com", "1").await;
     assert_eq!(
         gw.post("/v1/chat/completions", &key, chat("gpt-4o-mini"))

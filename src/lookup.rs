@@ -12,10 +12,14 @@
 //! - **Generation**: every invalidation bumps it; an answer loaded across an
 //!   invalidation (it may have read the old state) is returned to its
 //!   callers but not cached.
+//! - **Breaker**: a failed load opens it; while it is open, a key with a
+//!   last known answer gets that answer at once (no request waits on a
+//!   database known to be down), and one probe at a time, every
+//!   [`PROBE_INTERVAL_MS`], loads in the background; its success closes it.
 
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +37,59 @@ pub enum Origin {
     LastKnown,
 }
 
+/// Least time between two probes of a database the breaker holds down.
+pub const PROBE_INTERVAL_MS: i64 = 500;
+
+/// Whether the database behind a lookup is known to be down.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    open: AtomicBool,
+    probing: AtomicBool,
+    next_probe_ms: AtomicI64,
+}
+
+impl Breaker {
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn trip(&self) {
+        self.next_probe_ms.store(
+            crate::clock::now_ms() + PROBE_INTERVAL_MS,
+            Ordering::Release,
+        );
+        self.open.store(true, Ordering::Release);
+    }
+
+    fn close(&self) {
+        self.open.store(false, Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// Whether the caller may probe now (one at a time, spaced).
+    fn try_probe(&self) -> bool {
+        crate::clock::now_ms() >= self.next_probe_ms.load(Ordering::Acquire)
+            && self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    fn probe_failed(&self) {
+        self.next_probe_ms.store(
+            crate::clock::now_ms() + PROBE_INTERVAL_MS,
+            Ordering::Release,
+        );
+        self.probing.store(false, Ordering::Release);
+    }
+}
+
 pub struct CachedLookup<K, V, E> {
     cache: moka::sync::Cache<K, V>,
     last_known: moka::sync::Cache<K, V>,
     flight: SingleFlight<K, V, E>,
-    generation: AtomicU64,
+    generation: Arc<AtomicU64>,
+    breaker: Arc<Breaker>,
 }
 
 impl<K, V, E> CachedLookup<K, V, E>
@@ -57,8 +109,14 @@ where
                 .time_to_live(LAST_KNOWN_TTL)
                 .build(),
             flight: SingleFlight::default(),
-            generation: AtomicU64::new(0),
+            generation: Arc::new(AtomicU64::new(0)),
+            breaker: Arc::new(Breaker::default()),
         }
+    }
+
+    /// Whether the database is held down by the breaker.
+    pub fn database_down(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// The answer for `key`: cached, else loaded by `load` (shared with
@@ -72,19 +130,59 @@ where
             return Ok((cached, Origin::Cache));
         }
         let generation = self.generation.load(Ordering::SeqCst);
+        if self.breaker.is_open() {
+            if let Some(known) = self.last_known.get(key) {
+                if self.breaker.try_probe() {
+                    self.probe(key.clone(), generation, load());
+                }
+                return Ok((known, Origin::LastKnown));
+            }
+        }
         match self.flight.run(key.clone(), load).await {
             Ok(value) => {
+                self.breaker.close();
                 if self.generation.load(Ordering::SeqCst) == generation {
                     self.cache.insert(key.clone(), value.clone());
                     self.last_known.insert(key.clone(), value.clone());
                 }
                 Ok((value, Origin::Loaded))
             }
-            Err(error) => match self.last_known.get(key) {
-                Some(known) => Ok((known, Origin::LastKnown)),
-                None => Err(error),
-            },
+            Err(error) => {
+                // An invalidation during the load interrupts it: that is not
+                // the database failing.
+                if self.generation.load(Ordering::SeqCst) == generation {
+                    self.breaker.trip();
+                }
+                match self.last_known.get(key) {
+                    Some(known) => Ok((known, Origin::LastKnown)),
+                    None => Err(error),
+                }
+            }
         }
+    }
+
+    /// Loads in the background while the breaker is open: success fills
+    /// the cache and closes the breaker; failure spaces the next probe.
+    fn probe<F>(&self, key: K, generation: u64, load: F)
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let (cache, last_known) = (self.cache.clone(), self.last_known.clone());
+        let (breaker, generations) = (self.breaker.clone(), self.generation.clone());
+        // Detached, not tracked: a probe holds no money and no row (its only
+        // effect is a cache fill), so shutdown need not wait for it.
+        crate::tasks::detached(async move {
+            match load.await {
+                Ok(value) => {
+                    breaker.close();
+                    if generations.load(Ordering::SeqCst) == generation {
+                        cache.insert(key.clone(), value.clone());
+                        last_known.insert(key, value);
+                    }
+                }
+                Err(_) => breaker.probe_failed(),
+            }
+        });
     }
 
     /// Forgets one key (cached and last known); loads in flight are not
@@ -174,5 +272,34 @@ mod tests {
             lookup.get(&"k", || async { Ok(2) }).await,
             Ok((2, Origin::Loaded))
         );
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_answers_last_known_at_once_and_probes_once() {
+        let lookup = Lookup::new(Duration::from_millis(1), 100);
+        assert!(lookup.get(&"k", || async { Ok(7) }).await.is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        // The database fails: the breaker opens, the last known answers.
+        assert_eq!(
+            lookup.get(&"k", || async { Err(Down) }).await,
+            Ok((7, Origin::LastKnown))
+        );
+        assert!(lookup.database_down());
+        // While open, a load that would hang is never awaited.
+        let answered = tokio::time::timeout(
+            Duration::from_secs(1),
+            lookup.get(&"k", || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(8)
+            }),
+        )
+        .await;
+        assert_eq!(answered.unwrap(), Ok((7, Origin::LastKnown)));
+        // A key never seen must still ask the database.
+        assert_eq!(
+            lookup.get(&"new", || async { Ok(1) }).await,
+            Ok((1, Origin::Loaded))
+        );
+        assert!(!lookup.database_down(), "a load that succeeds closes it");
     }
 }

@@ -12,8 +12,9 @@
 //! - **Generation**: every invalidation bumps it; an answer loaded across an
 //!   invalidation (it may have read the old state) is returned to its
 //!   callers but not cached.
-//! - **Breaker**: a failed load opens it; while it is open, a key with a
-//!   last known answer gets that answer at once (no request waits on a
+//! - **Breaker**: a failed load opens it, and so does a known key's load
+//!   that takes longer than [`LOAD_PATIENCE`]; while it is open, a key with
+//!   a last known answer gets that answer at once (no request waits on a
 //!   database known to be down), and one probe at a time, every
 //!   [`PROBE_INTERVAL_MS`], loads in the background; its success closes it.
 
@@ -39,6 +40,11 @@ pub enum Origin {
 
 /// Least time between two probes of a database the breaker holds down.
 pub const PROBE_INTERVAL_MS: i64 = 500;
+
+/// Longest a caller with a last known answer waits for a load: past it the
+/// database counts as down (the breaker opens) and the last known answer
+/// is used; the load runs on and its answer is not lost for later callers.
+pub const LOAD_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Whether the database behind a lookup is known to be down.
 #[derive(Debug, Default)]
@@ -138,7 +144,22 @@ where
                 return Ok((known, Origin::LastKnown));
             }
         }
-        match self.flight.run(key.clone(), load).await {
+        let loaded = match self.last_known.get(key) {
+            // A known key waits at most `LOAD_PATIENCE` for a database that
+            // may have just gone away (its first failure can take seconds).
+            Some(known) => {
+                match tokio::time::timeout(LOAD_PATIENCE, self.flight.run(key.clone(), load)).await
+                {
+                    Ok(loaded) => loaded,
+                    Err(_) => {
+                        self.breaker.trip();
+                        return Ok((known, Origin::LastKnown));
+                    }
+                }
+            }
+            None => self.flight.run(key.clone(), load).await,
+        };
+        match loaded {
             Ok(value) => {
                 self.breaker.close();
                 if self.generation.load(Ordering::SeqCst) == generation {

@@ -10,7 +10,7 @@ use tollgate::money::Money;
 
 use crate::helpers::client;
 use crate::helpers::faults::{
-    api, counters_equal_ledger, load, quiescent, rows_of, team, Deployment, ADMIN,
+    api, counters_equal_ledger, load, load_timed, quiescent, rows_of, team, Deployment, ADMIN,
 };
 use crate::helpers::servers::GatewayProcess;
 
@@ -21,13 +21,32 @@ async fn postgres_stopped_for_ten_seconds_loses_nothing() {
     let b = deployment.gateway("b");
     let team = team(&a, None).await;
     let urls = [a.url(""), b.url("")];
-    let mut answers = load(&urls, &team, 40, 8).await;
+    let before = load_timed(&urls, &team, 40, 8).await;
+    let mut answers: Vec<(u16, Option<String>)> =
+        before.iter().map(|(s, id, _)| (*s, id.clone())).collect();
     deployment.pg.stop();
     let stopped = Instant::now();
     // Keep serving through the outage.
+    let mut during = Vec::new();
     while stopped.elapsed() < Duration::from_secs(10) {
-        answers.extend(load(&urls, &team, 20, 4).await);
+        during.extend(load_timed(&urls, &team, 20, 4).await);
     }
+    let percentiles = |timed: &[(u16, Option<String>, Duration)]| {
+        let mut took: Vec<Duration> = timed.iter().map(|(_, _, t)| *t).collect();
+        took.sort();
+        let at = |q: f64| {
+            took.get(((took.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        (at(0.5), at(0.99))
+    };
+    println!(
+        "latency before the outage p50/p99 {:?}, during it {:?} (printed, not asserted)",
+        percentiles(&before),
+        percentiles(&during)
+    );
+    answers.extend(during.into_iter().map(|(s, id, _)| (s, id)));
     deployment.pg.resume();
     answers.extend(load(&urls, &team, 40, 8).await);
     quiescent(&[&a, &b]).await;

@@ -222,6 +222,21 @@ pub async fn load(
     n: usize,
     concurrency: usize,
 ) -> Vec<(u16, Option<String>)> {
+    load_timed(urls, team, n, concurrency)
+        .await
+        .into_iter()
+        .map(|(status, id, _)| (status, id))
+        .collect()
+}
+
+/// `load`, with each request's time to its answer (for printing, never
+/// for asserting).
+pub async fn load_timed(
+    urls: &[String],
+    team: &Team,
+    n: usize,
+    concurrency: usize,
+) -> Vec<(u16, Option<String>, Duration)> {
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -237,11 +252,13 @@ pub async fn load(
                 .header("x-tollgate-billing", billing)
                 .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
                 .unwrap();
+            let sent = Instant::now();
             let reply = tokio::time::timeout(Duration::from_secs(60), client::try_send_raw(request)).await;
+            let took = sent.elapsed();
             drop(permit);
             match reply {
-                Ok(Some(reply)) => (reply.status, reply.header("x-request-id").map(str::to_string)),
-                _ => (0, None),
+                Ok(Some(reply)) => (reply.status, reply.header("x-request-id").map(str::to_string), took),
+                _ => (0, None, took),
             }
         }));
     }

@@ -6,4 +6,4 @@ CREATE TABLE usage_dead_letters (
     reason        TEXT NOT NULL,
     set_aside_at  BIGINT NOT NULL
 );
-CREATE INDEX usage_dead_letters_request ON usage_dead_letters (request_id);
+CREATE UNIQUE INDEX usage_dead_letters_request ON usage_dead_letters (request_id);

@@ -130,6 +130,32 @@ pub(super) fn validate(
             "must be above 0",
         ));
     }
+    for (key, value, most) in [
+        (
+            "ledger.flush_interval_ms",
+            raw.ledger.flush_interval_ms,
+            60_000,
+        ),
+        (
+            "ledger.write_timeout_ms",
+            raw.ledger.write_timeout_ms,
+            3_600_000,
+        ),
+        (
+            "ledger.replay_interval_ms",
+            raw.ledger.replay_interval_ms,
+            3_600_000,
+        ),
+        (
+            "metering.drain_timeout_secs",
+            raw.metering.drain_timeout_secs,
+            86_400,
+        ),
+    ] {
+        if value > most {
+            return Err(ConfigError::new(key, format!("must be at most {most}")));
+        }
+    }
     if raw.ledger.batch_size == 0 || raw.ledger.queue_capacity == 0 {
         return Err(ConfigError::new(
             "ledger",

@@ -59,6 +59,9 @@ pub struct LedgerStats {
     pub spooled: AtomicU64,
     /// Rows stored by replaying the spool.
     pub replayed: AtomicU64,
+    /// Rows durable in the spool that the database does not have yet (a
+    /// gauge kept by the writer; `written` may count a row twice).
+    pub unstored: AtomicU64,
     /// Rows the database rejected, set aside as dead letters (this process).
     pub set_aside: AtomicU64,
     pub failed_batches: AtomicU64,
@@ -71,16 +74,15 @@ pub struct LedgerStats {
 impl LedgerStats {
     /// Rows in memory, not yet durable in the spool.
     pub fn depth(&self) -> u64 {
-        self.queued
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.spooled.load(Ordering::Relaxed))
+        // `spooled` first: read after `queued`, a row spooled in between
+        // would make the difference read low.
+        let spooled = self.spooled.load(Ordering::Acquire);
+        self.queued.load(Ordering::Acquire).saturating_sub(spooled)
     }
 
     /// Rows durable in the spool, not yet in the database.
     pub fn spool_rows(&self) -> u64 {
-        self.spooled
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.written.load(Ordering::Relaxed))
+        self.unstored.load(Ordering::Acquire)
     }
 }
 
@@ -160,6 +162,7 @@ pub fn start(
         let left = spool::count_rows(&spool_dir);
         stats.spooled.store(left, Ordering::Relaxed);
         stats.queued.store(left, Ordering::Relaxed);
+        stats.unstored.store(left, Ordering::Relaxed);
     }
     stats.spooling.store(spooling, Ordering::Relaxed);
     let sender = LedgerSender {

@@ -174,7 +174,7 @@ impl Store {
             .collect();
         sqlx::query(
             "INSERT INTO usage_dead_letters (request_id, row_json, reason, set_aside_at) \
-             VALUES ($1, $2, $3, $4)",
+             VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING",
         )
         .bind(crate::domain::clean_label(row.request_id.as_str(), 200))
         .bind(json)

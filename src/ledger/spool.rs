@@ -57,12 +57,15 @@ impl Spool {
         record.extend_from_slice(&payload);
         let file = match &mut self.file {
             Some(file) => file,
-            None => self.file.insert(
-                OpenOptions::new()
+            None => {
+                let file = OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(self.dir.join(CURRENT))?,
-            ),
+                    .open(self.dir.join(CURRENT))?;
+                // The file's directory entry must survive a power loss too.
+                sync_dir(&self.dir)?;
+                self.file.insert(file)
+            }
         };
         let before = file.metadata()?.len();
         let written = file.write_all(&record).and_then(|()| file.sync_data());
@@ -112,14 +115,30 @@ impl Spool {
         self.file = None;
         let current = self.dir.join(CURRENT);
         if current.exists() && fs::metadata(&current)?.len() > 0 {
-            let next = self.replay_files()?.len();
-            let stamp = crate::clock::now_ms();
-            fs::rename(
-                &current,
-                self.dir.join(format!("replay-{stamp:013}-{next:06}.log")),
-            )?;
+            // Names sort in the order files were taken; a name in use is
+            // never reused (a rename over it would destroy its rows).
+            let now = crate::clock::now_ms().max(0) as u64;
+            let (stamp, index) = match self.newest_replay()?.as_deref().and_then(replay_name) {
+                // After the newest in order, even if the clock stepped back.
+                Some((stamp, index)) if stamp >= now => (stamp, index + 1),
+                _ => (now, 0),
+            };
+            let target = self.dir.join(format!("replay-{stamp:013}-{index:06}.log"));
+            if target.exists() {
+                return Err(io::Error::other(format!(
+                    "{} exists; not renaming over it",
+                    target.display()
+                )));
+            }
+            fs::rename(&current, target)?;
+            sync_dir(&self.dir)?;
         }
         self.replay_files()
+    }
+
+    /// The last replay file in order, if any.
+    fn newest_replay(&self) -> io::Result<Option<PathBuf>> {
+        Ok(self.replay_files()?.pop())
     }
 
     fn replay_files(&self) -> io::Result<Vec<PathBuf>> {
@@ -149,6 +168,19 @@ impl Spool {
         }
         total
     }
+}
+
+/// The stamp and index of a replay file's name.
+fn replay_name(path: &Path) -> Option<(u64, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix("replay-")?.strip_suffix(".log")?;
+    let (stamp, index) = rest.split_once('-')?;
+    Some((stamp.parse().ok()?, index.parse().ok()?))
+}
+
+/// Makes a directory's entries (a created or renamed file) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Reads the good records of a spool file, in order, skipping bad ones;
@@ -296,6 +328,31 @@ mod tests {
             .map(|r| r.request_id.to_string())
             .collect();
         assert_eq!(ids, vec!["a", "c", "e"]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn replay_files_never_collide_even_if_the_clock_steps_back() {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-spool-test-{}",
+            crate::keys::random_base62(8)
+        ));
+        let mut spool = Spool::open(&dir).unwrap();
+        // A file taken "later" than now (the clock has since stepped back).
+        fs::write(dir.join("replay-9999999999999-000007.log"), b"").unwrap();
+        spool.append(&[row("a")]).unwrap();
+        let files = spool.take_for_replay().unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(
+            files[1].ends_with("replay-9999999999999-000008.log"),
+            "{files:?}"
+        );
+        spool.append(&[row("b")]).unwrap();
+        let files = spool.take_for_replay().unwrap();
+        assert!(
+            files[2].ends_with("replay-9999999999999-000009.log"),
+            "{files:?}"
+        );
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -35,6 +35,10 @@ pub(super) struct Writer {
 /// is stored.
 const TRUNCATE_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Most batches held in memory for the database; past it they wait in the
+/// spool and a replay takes them.
+const MAX_PENDING_BATCHES: usize = 64;
+
 /// The database side of the writer: what a store or a replay needs, on
 /// its own task, so that the spool keeps taking batches meanwhile.
 #[derive(Clone)]
@@ -159,6 +163,9 @@ impl Writer {
                 self.stats
                     .written
                     .fetch_add(next.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .unstored
+                    .fetch_sub(next.len() as u64, Ordering::AcqRel);
             } else {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 self.spooling = true;
@@ -168,6 +175,7 @@ impl Writer {
         if self.spooling && database.replay().await {
             self.spooling = false;
             self.stats.spooling.store(false, Ordering::Relaxed);
+            self.stats.unstored.store(0, Ordering::Release);
         }
         if !self.spooling {
             // Every row is stored: leave an empty spool, so the next start
@@ -189,6 +197,7 @@ impl Writer {
         match what {
             InFlight::Store(rows) if ok => {
                 self.stats.written.fetch_add(rows, Ordering::Relaxed);
+                self.stats.unstored.fetch_sub(rows, Ordering::AcqRel);
             }
             InFlight::Store(_) => {
                 // The database is away: this batch and those behind it wait
@@ -207,6 +216,9 @@ impl Writer {
                 self.stats.spooling.store(false, Ordering::Relaxed);
                 pending.clear();
                 pending.extend(during_replay.drain(..));
+                // Everything else is stored now.
+                let left: u64 = pending.iter().map(|b| b.len() as u64).sum();
+                self.stats.unstored.store(left, Ordering::Release);
             }
             InFlight::Replay => {
                 // Still away: those batches wait in the spool for the next.
@@ -244,7 +256,8 @@ impl Writer {
         loop {
             match self.append_to_spool(batch).await {
                 Ok(()) => {
-                    self.stats.spooled.fetch_add(rows, Ordering::Relaxed);
+                    self.stats.unstored.fetch_add(rows, Ordering::AcqRel);
+                    self.stats.spooled.fetch_add(rows, Ordering::Release);
                     self.stats.spool_failed.store(false, Ordering::Relaxed);
                     break;
                 }
@@ -254,11 +267,9 @@ impl Writer {
                     // requests, and try both again.
                     tracing::error!(rows, %error, "Spool write failed; refusing new requests.");
                     self.stats.spool_failed.store(true, Ordering::Relaxed);
-                    if !self.spooling
-                        && in_flight.is_none()
-                        && pending.is_empty()
-                        && self.database().store_rows(batch).await
-                    {
+                    // Inserts are idempotent: order does not matter, so the
+                    // database may take this batch whatever else is pending.
+                    if self.database().store_rows(batch).await {
                         self.stats.spooled.fetch_add(rows, Ordering::Relaxed);
                         self.stats.written.fetch_add(rows, Ordering::Relaxed);
                         batch.clear();
@@ -272,6 +283,17 @@ impl Writer {
         let full = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
         if !self.spooling {
             pending.push_back(full);
+            if pending.len() > MAX_PENDING_BATCHES {
+                // The database keeps up too slowly: stop holding batches in
+                // memory; they wait in the spool for the replay.
+                tracing::warn!(
+                    batches = pending.len(),
+                    "Ledger database falls behind; replaying from the spool."
+                );
+                self.spooling = true;
+                self.stats.spooling.store(true, Ordering::Relaxed);
+                pending.clear();
+            }
         } else if matches!(in_flight, Some((InFlight::Replay, _))) {
             during_replay.push(full);
         }

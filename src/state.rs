@@ -45,6 +45,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether a missing counter must not be seeded now: in-process
+    /// counters seeded from a database that is behind the spool would miss
+    /// the spooled spend (Redis counters need no wait: a row stored after a
+    /// rebuild brings its cost to the rebuilt counter, `ledger::write_rows`).
+    pub fn seeding_waits_for_ledger(&self) -> bool {
+        self.ledger.is_behind() && !self.counters.can_be_rebuilt()
+    }
+
     /// Whether `token` is the operator token.
     pub fn is_operator(&self, token: &str) -> bool {
         auth::is_operator(token, &self.admin_token_hash)

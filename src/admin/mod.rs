@@ -195,14 +195,13 @@ pub fn respond(status: StatusCode, body: &impl Serialize) -> Result<Response<Bod
 /// What an account may spend now: its counter, seeded from the store when
 /// missing.
 pub async fn current_balance(state: &AppState, account: &str) -> Result<Money, GatewayError> {
-    let behind = state.ledger.is_behind() && !state.counters.can_be_rebuilt();
+    let behind = state.seeding_waits_for_ledger();
     let balance = async {
         if let Some(balance) = state.counters.balance(account).await? {
             return Ok(Some(balance));
         }
         if behind {
-            // Seeded now, the counter would miss the spend still in the
-            // spool (see `proxy::admit`).
+            // See `AppState::seeding_waits_for_ledger`.
             return Ok(None);
         }
         accounts::seed_balance(&state.store, &state.counters, account).await?;

@@ -252,18 +252,15 @@ async fn hold_money(
     Err(GatewayError::internal("counters could not be seeded").into())
 }
 
-/// Seeds a missing counter once, however many requests found it missing.
-/// In-process counters are never seeded while the database is behind the
-/// spool: seeded from the database then, they would not count the spooled
-/// spend (so a restart replays the spool first, and admission waits for
-/// it). Redis counters need no wait: a row stored after a rebuild brings
-/// its cost to the rebuilt counter (`ledger::write_rows`).
+/// Seeds a missing counter once, however many requests found it missing;
+/// not while [`AppState::seeding_waits_for_ledger`] (a restart replays the
+/// spool first, and admission waits for it).
 async fn seed_once<F, Fut>(state: &AppState, name: String, seed: F) -> Result<(), GatewayError>
 where
     F: FnOnce(crate::store::Store, std::sync::Arc<crate::counters::Counters>) -> Fut,
     Fut: Future<Output = Result<(), AccountsError>> + Send + 'static,
 {
-    if state.ledger.is_behind() && !state.counters.can_be_rebuilt() {
+    if state.seeding_waits_for_ledger() {
         return Err(GatewayError::Unavailable(
             "The usage ledger is catching up; the balance cannot be read yet. Retry shortly."
                 .into(),

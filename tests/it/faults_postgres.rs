@@ -10,7 +10,7 @@ use tollgate::money::Money;
 
 use crate::helpers::client;
 use crate::helpers::faults::{
-    api, counters_equal_ledger, load, load_timed, quiescent, rows_of, team, Deployment, ADMIN,
+    counters_equal_ledger, load, load_timed, quiescent, rows_of, team, user_with_credit, Deployment,
 };
 use crate::helpers::servers::GatewayProcess;
 
@@ -127,34 +127,7 @@ async fn single_node_restart_counts_spooled_spend() {
         "redis_url = \"\"\nsingle_node = true",
     );
     let mut solo = GatewayProcess::start(&config, &deployment.scratch.0);
-    let user = api(
-        &solo,
-        "POST",
-        "/api/users",
-        ADMIN,
-        json!({"email": "solo@example.com"}),
-    )
-    .await;
-    let user_id = user["id"].as_str().unwrap().to_string();
-    let key = api(
-        &solo,
-        "POST",
-        &format!("/api/users/{user_id}/keys"),
-        ADMIN,
-        json!({}),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api(
-        &solo,
-        "POST",
-        &format!("/api/users/{user_id}/credits"),
-        ADMIN,
-        json!({"amount_usd": "1"}),
-    )
-    .await;
+    let (user_id, key) = user_with_credit(&solo, "solo@example.com", "1").await;
     let body = json!({"model": "gpt-5.1", "max_tokens": 400, "messages": [{"role": "user", "content": "total?"}]});
     let mut served = 0;
     for _ in 0..5 {

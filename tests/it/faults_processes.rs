@@ -8,7 +8,8 @@ use tollgate::money::Money;
 
 use crate::helpers::client;
 use crate::helpers::faults::{
-    api, counters_equal_ledger, load, quiescent, team, Deployment, ADMIN, ANSWER_NANO,
+    api, counters_equal_ledger, load, quiescent, team, user_with_credit, Deployment, ADMIN,
+    ANSWER_NANO,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,34 +127,7 @@ async fn two_processes_hold_hidden_input_to_the_balance() {
     let deployment = Deployment::start_with(upstream).await;
     let a = deployment.gateway("a");
     let b = deployment.gateway("b");
-    let user = api(
-        &a,
-        "POST",
-        "/api/users",
-        ADMIN,
-        json!({"email": "hidden@example.com"}),
-    )
-    .await;
-    let user_id = user["id"].as_str().unwrap().to_string();
-    let key = api(
-        &a,
-        "POST",
-        &format!("/api/users/{user_id}/keys"),
-        ADMIN,
-        json!({}),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api(
-        &a,
-        "POST",
-        &format!("/api/users/{user_id}/credits"),
-        ADMIN,
-        json!({"amount_usd": "1.60"}),
-    )
-    .await;
+    let (_, key) = user_with_credit(&a, "hidden@example.com", "1.60").await;
     let body = json!({"model": "gpt-5.1", "previous_response_id": "resp_1", "input": "more", "max_output_tokens": 100});
     let mut tasks = Vec::new();
     for i in 0..200 {

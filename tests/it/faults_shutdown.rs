@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::helpers::client;
-use crate::helpers::faults::{api, rows_of, Deployment, ADMIN};
+use crate::helpers::faults::{rows_of, user_with_credit, Deployment};
 use crate::helpers::servers::GatewayProcess;
 use crate::helpers::upstream::{MockUpstream, Reply};
 
@@ -37,35 +37,7 @@ async fn slow_streams() -> MockUpstream {
 }
 
 async fn user_key(gateway: &GatewayProcess) -> (String, String) {
-    let user = api(
-        gateway,
-        "POST",
-        "/api/users",
-        ADMIN,
-        json!({"email": "term@example.com"}),
-    )
-    .await;
-    let user_id = user["id"].as_str().unwrap().to_string();
-    let key = api(
-        gateway,
-        "POST",
-        &format!("/api/users/{user_id}/keys"),
-        ADMIN,
-        json!({}),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api(
-        gateway,
-        "POST",
-        &format!("/api/users/{user_id}/credits"),
-        ADMIN,
-        json!({"amount_usd": "10"}),
-    )
-    .await;
-    (user_id, key)
+    user_with_credit(gateway, "term@example.com", "10").await
 }
 
 /// Opens `n` streams of `events` events; returns them with their ids.

@@ -120,56 +120,49 @@ pub async fn api(
     reply.json()
 }
 
+/// A user with a key and `usd` of credit: (user id, key).
+pub async fn user_with_credit(
+    gateway: &GatewayProcess,
+    email: &str,
+    usd: &str,
+) -> (String, String) {
+    let user = api(
+        gateway,
+        "POST",
+        "/api/users",
+        ADMIN,
+        json!({"email": email}),
+    )
+    .await;
+    let user_id = user["id"].as_str().unwrap().to_string();
+    let key = api(
+        gateway,
+        "POST",
+        &format!("/api/users/{user_id}/keys"),
+        ADMIN,
+        json!({}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if usd != "0" {
+        api(
+            gateway,
+            "POST",
+            &format!("/api/users/{user_id}/credits"),
+            ADMIN,
+            json!({"amount_usd": usd}),
+        )
+        .await;
+    }
+    (user_id, key)
+}
+
 /// An owner with $100, a member, a team, and the member in it.
 pub async fn team(gateway: &GatewayProcess, limit: Option<&str>) -> Team {
-    let owner = api(
-        gateway,
-        "POST",
-        "/api/users",
-        ADMIN,
-        json!({"email": "owner@example.com"}),
-    )
-    .await;
-    let owner_id = owner["id"].as_str().unwrap().to_string();
-    let owner_key = api(
-        gateway,
-        "POST",
-        &format!("/api/users/{owner_id}/keys"),
-        ADMIN,
-        json!({}),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api(
-        gateway,
-        "POST",
-        &format!("/api/users/{owner_id}/credits"),
-        ADMIN,
-        json!({"amount_usd": "100"}),
-    )
-    .await;
-    let member = api(
-        gateway,
-        "POST",
-        "/api/users",
-        ADMIN,
-        json!({"email": "member@example.com"}),
-    )
-    .await;
-    let member_id = member["id"].as_str().unwrap().to_string();
-    let member_key = api(
-        gateway,
-        "POST",
-        &format!("/api/users/{member_id}/keys"),
-        ADMIN,
-        json!({}),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (owner_id, owner_key) = user_with_credit(gateway, "owner@example.com", "100").await;
+    let (member_id, member_key) = user_with_credit(gateway, "member@example.com", "0").await;
     let team = api(
         gateway,
         "POST",

@@ -8,10 +8,13 @@
 //! that counter; a ledger write or a credit holds the same lock shared and
 //! reads the counter's stamp inside it. So each write lands wholly before a
 //! rebuild (the rebuild includes it) or wholly after (the writer sees the new
-//! stamp and applies its cost to the rebuilt counter itself).
+//! stamp and applies its cost to the rebuilt counter itself). In-process
+//! counters, never rebuilt, order seeds against credits with a guard in
+//! the process instead (`Counters::local_guard`).
 
 use crate::clock::Period;
-use crate::counters::{CounterError, CounterKey, Counters};
+use crate::corrections;
+use crate::counters::{Correction, CounterError, CounterKey, Counters, Fix};
 use crate::error::GatewayError;
 use crate::store::{Credit, Store, StoreError};
 
@@ -55,6 +58,7 @@ pub async fn seed_balance(
 ) -> Result<(), AccountsError> {
     let key = CounterKey::Balance(account.to_string());
     if !counters.can_be_rebuilt() {
+        let _guard = counters.local_guard(false).await;
         let balance = store.recorded_balance(account).await?;
         counters.seed(&key, balance).await?;
         return Ok(());
@@ -109,16 +113,47 @@ pub async fn add_credit(
     credit: &Credit<'_>,
 ) -> Result<(), AccountsError> {
     let key = CounterKey::Balance(credit.user_id.to_string());
+    // In-process counters: no seed may read the ledger before this credit
+    // is stored and set the counter after it was moved (or found missing).
+    let _guard = counters.local_guard(true).await;
     let mut lock = store.lock_counters(&[key.name()], false).await?;
-    let stamp = counters
-        .stamps(std::slice::from_ref(&key))
-        .await?
-        .pop()
-        .unwrap_or_default();
-    Store::add_credit_on(lock.conn(), credit).await?;
-    lock.commit().await?;
-    counters
-        .credit_if(credit.user_id, credit.amount, &stamp)
-        .await?;
+    let stored = async {
+        let stamp = counters
+            .stamps(std::slice::from_ref(&key))
+            .await?
+            .pop()
+            .unwrap_or_default();
+        Store::add_credit_on(lock.conn(), credit).await?;
+        // What the live counter is owed (nothing when it is missing: its
+        // seed will read the credit), recorded with the credit when the
+        // counter lives in Redis, so that Redis failing after the commit
+        // cannot lose it (`corrections.rs`).
+        let owed = Correction {
+            id: format!("credit:{}", credit.id),
+            key: key.clone(),
+            stamp,
+            fix: Fix::Add(credit.amount.nano()),
+        };
+        if counters.can_be_rebuilt() && !owed.stamp.is_missing() {
+            corrections::insert_on(lock.conn(), std::slice::from_ref(&owed), credit.at).await?;
+        }
+        Ok::<_, AccountsError>(owed)
+    }
+    .await;
+    let owed = lock.finish(stored).await?;
+    if counters.can_be_rebuilt() {
+        if !owed.stamp.is_missing() {
+            if let Err(error) =
+                corrections::apply(store, counters, std::slice::from_ref(&owed)).await
+            {
+                // Stored: the counter gets it when Redis answers.
+                tracing::warn!(%error, "Credit stored; its counter correction is applied later.");
+            }
+        }
+    } else {
+        counters
+            .credit_if(credit.user_id, credit.amount, &owed.stamp)
+            .await?;
+    }
     Ok(())
 }

@@ -281,6 +281,19 @@ async fn dead_letters(config: &Config, retry: bool) -> Result<(), String> {
         store.close().await;
         return Ok(());
     }
+    // A retried row goes through the ledger's own write, so a Redis
+    // counter rebuilt while the row was set aside gets its cost.
+    let counters = if retry && !config.storage.redis_url.is_empty() {
+        crate::counters::Counters::redis(
+            &config.storage.redis_url,
+            &config.storage.redis_prefix,
+            None,
+        )
+        .await
+        .map_err(|e| format!("redis: {e}"))?
+    } else {
+        crate::counters::Counters::memory()
+    };
     let mut kept_in_file = Vec::new();
     let (mut stored, mut failed) = (0, 0);
     for (i, letter) in letters.iter().enumerate() {
@@ -296,7 +309,7 @@ async fn dead_letters(config: &Config, retry: bool) -> Result<(), String> {
             continue;
         }
         let row = cleaned(&letter.row);
-        match store.insert_usage_rows(std::slice::from_ref(&row)).await {
+        match crate::ledger::write_rows(&store, &counters, std::slice::from_ref(&row)).await {
             Ok(_) => {
                 stored += 1;
                 if i < in_table {

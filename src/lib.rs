@@ -5,7 +5,8 @@
 //!
 //! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `bound`, `tasks`,
 //!    `singleflight`, `lookup`, `http_body`, `meter`, `pricing`, `metrics`;
-//! 2. storage and state of money: `store`, `error`, `counters`, `accounts`,
+//! 2. storage and state of money: `store`, `error`, `counters`, `corrections`,
+//!    `accounts`,
 //!    `ledger`, `providers`;
 //! 3. request-path services: `invalidate`, `auth`, `policy`;
 //! 4. `state` (everything a request may touch);
@@ -20,6 +21,7 @@ pub mod bound;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod corrections;
 pub mod counters;
 pub mod dashboard;
 pub mod domain;

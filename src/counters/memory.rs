@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{CounterError, CounterKey, Reserve, SpendHold, Stamp, Stamps};
+use super::{Correction, CounterError, CounterKey, Fix, Reserve, SpendHold, Stamp, Stamps};
 use crate::money::Money;
 
 /// The stamp of every in-process counter: they are never rebuilt.
@@ -16,6 +16,8 @@ pub struct MemoryCounters {
     values: Mutex<HashMap<String, i64>>,
     /// `MEMORY_STAMP`, or the fallback's `LOCAL_STAMP`.
     stamp: &'static str,
+    /// Seeds (shared) against credits (exclusive): `Counters::local_guard`.
+    pub(super) seeding: tokio::sync::RwLock<()>,
 }
 
 impl Default for MemoryCounters {
@@ -29,6 +31,7 @@ impl MemoryCounters {
         MemoryCounters {
             values: Mutex::new(HashMap::new()),
             stamp,
+            seeding: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -144,6 +147,23 @@ impl MemoryCounters {
             *value = value.saturating_add(delta);
         }
         Ok(())
+    }
+
+    /// In-process counters are never rebuilt, so the ledger owes them no
+    /// correction; applied all the same if one comes.
+    pub(super) fn correct(&self, correction: &Correction) -> Result<bool, CounterError> {
+        if correction.stamp.as_str() != self.stamp {
+            return Ok(false);
+        }
+        let mut values = self.values()?;
+        let name = correction.key.name();
+        match correction.fix {
+            Fix::Rebuild => Ok(values.remove(&name).is_some()),
+            Fix::Add(delta) => Ok(values
+                .get_mut(&name)
+                .map(|value| *value = value.saturating_add(delta))
+                .is_some()),
+        }
     }
 
     pub(super) fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<Stamp>, CounterError> {

@@ -68,8 +68,18 @@ impl CounterKey {
         }
     }
 
+    /// The counter a name names (the inverse of [`CounterKey::name`]).
+    pub fn parse(name: &str) -> Option<CounterKey> {
+        if let Some(account) = name.strip_prefix("bal:") {
+            Some(CounterKey::Balance(account.to_string()))
+        } else {
+            name.strip_prefix("spend:")
+                .map(|key| CounterKey::Spend(key.to_string()))
+        }
+    }
+
     /// How a cost moves this counter: a balance goes down, a spend up.
-    fn cost_delta(&self, cost: Money) -> i64 {
+    pub fn cost_delta(&self, cost: Money) -> i64 {
         match self {
             CounterKey::Balance(_) => -cost.nano(),
             CounterKey::Spend(_) => cost.nano(),
@@ -123,6 +133,28 @@ pub struct Stamps {
     pub spend: Stamp,
 }
 
+/// A change a ledger write owes a counter, recorded with the rows it
+/// corrects (`ledger/corrections.rs`) and applied once Redis answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    /// Unique per row and counter, so a retry changes nothing.
+    pub id: String,
+    pub key: CounterKey,
+    /// The counter is changed only while it still has this stamp: a rebuild
+    /// since then read the ledger, rows included, and needs nothing.
+    pub stamp: Stamp,
+    pub fix: Fix,
+}
+
+/// What a correction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// Add to the value, at most once.
+    Add(i64),
+    /// Drop the counter, so that it is seeded from the ledger again.
+    Rebuild,
+}
+
 /// The answer to a reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reserve {
@@ -169,6 +201,12 @@ pub enum Released {
     /// The counters never took it: the hold stays taken (a balance reads
     /// low, never high); the cost counts as under the hold's stamps.
     Failed(Stamps),
+}
+
+/// See [`Counters::local_guard`]; held until dropped.
+pub enum LocalGuard<'a> {
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(tokio::sync::RwLockWriteGuard<'a, ()>),
 }
 
 pub enum Counters {
@@ -366,6 +404,36 @@ impl Counters {
         match self {
             Counters::Memory(memory) => memory.apply_if(key, delta, stamp),
             Counters::Redis(redis) => redis.apply_if(key, delta, stamp).await,
+        }
+    }
+
+    /// Applies a correction (see [`Correction`]); true if it changed the
+    /// counter, false if the counter no longer has its stamp (or the
+    /// correction was applied before).
+    pub async fn correct(&self, correction: &Correction) -> Result<bool, CounterError> {
+        if correction.stamp.is_missing() {
+            return Ok(false);
+        }
+        match self {
+            Counters::Memory(memory) => memory.correct(correction),
+            Counters::Redis(redis) => redis.correct(correction).await,
+        }
+    }
+
+    /// Orders seeds against credits in one process, for in-process
+    /// counters (Redis ones are ordered by the database's counter locks,
+    /// `accounts.rs`): a seed reads the ledger and sets the counter under a
+    /// shared guard, a credit stores itself and moves the counter under an
+    /// exclusive one, so a credit never falls between a seed's read and
+    /// its write.
+    pub async fn local_guard(&self, exclusive: bool) -> Option<LocalGuard<'_>> {
+        match self {
+            Counters::Memory(memory) => Some(if exclusive {
+                LocalGuard::Exclusive(memory.seeding.write().await)
+            } else {
+                LocalGuard::Shared(memory.seeding.read().await)
+            }),
+            Counters::Redis(_) => None,
         }
     }
 

@@ -10,7 +10,7 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::fallback::LocalFallback;
-use super::{CounterError, CounterKey, Reserve, SpendHold, Stamp, Stamps};
+use super::{Correction, CounterError, CounterKey, Fix, Reserve, SpendHold, Stamp, Stamps};
 use crate::money::Money;
 
 /// The longest wait for one Redis step.
@@ -21,6 +21,12 @@ const REDIS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// reply finds the mark and changes nothing. Redis keeps one small key per
 /// request settled in this window.
 pub const SETTLED_MARK_SECS: u64 = 120;
+
+/// How long a correction's mark is kept: it only has to outlive the time
+/// between applying the correction and deleting its record from the
+/// database (a crash in between leaves the record, and its retry finds the
+/// mark).
+const CORRECTED_MARK_SECS: u64 = 24 * 3600;
 
 /// Spend counters outlive their month by a few days, then expire.
 const SPEND_TTL_SECS: u64 = 40 * 24 * 3600;
@@ -47,6 +53,7 @@ pub struct RedisCounters {
     settle: Script,
     seed: Script,
     apply: Script,
+    correct: Script,
     fallback: Option<Box<LocalFallback>>,
 }
 
@@ -73,6 +80,7 @@ impl RedisCounters {
             settle: Script::new(include_str!("settle.lua")),
             seed: Script::new(include_str!("seed.lua")),
             apply: Script::new(include_str!("apply.lua")),
+            correct: Script::new(include_str!("correct.lua")),
             fallback: outage_budget.map(|budget| Box::new(LocalFallback::new(budget))),
         })
     }
@@ -240,6 +248,29 @@ impl RedisCounters {
                 .invoke_async(&mut connection)
                 .await?;
             Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn correct(&self, correction: &Correction) -> Result<bool, CounterError> {
+        let mut connection = self.connection.clone();
+        let (mode, delta) = match correction.fix {
+            Fix::Rebuild => ("rebuild", 0),
+            Fix::Add(delta) => ("add", delta),
+        };
+        let mark = format!("{}:corrected:{}", self.prefix, correction.id);
+        bounded(async {
+            let changed: i64 = self
+                .correct
+                .key(self.key(&correction.key))
+                .key(mark)
+                .arg(correction.stamp.as_str())
+                .arg(mode)
+                .arg(delta)
+                .arg(CORRECTED_MARK_SECS)
+                .invoke_async(&mut connection)
+                .await?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -57,6 +57,11 @@ pub struct Entry {
     pub counted: Stamps,
     #[serde(default)]
     pub spend_key: Option<String>,
+    /// Not stored: the settlement never reached the counters (Redis away
+    /// past the retry window), so they still hold the hold; the writer
+    /// records a correction with the row (`corrections.rs`).
+    #[serde(default)]
+    pub settle_failed: bool,
 }
 
 impl Entry {
@@ -102,6 +107,7 @@ impl Entry {
             long_context: false,
             counted: Stamps::default(),
             spend_key: None,
+            settle_failed: false,
         }
     }
 }

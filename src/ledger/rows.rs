@@ -262,5 +262,6 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry, StoreError> {
         long_context: row.try_get::<i64, _>("long_context")? != 0,
         counted: crate::counters::Stamps::default(),
         spend_key: None,
+        settle_failed: false,
     })
 }

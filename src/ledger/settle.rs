@@ -61,6 +61,7 @@ impl Settler {
                     Released::Counted(stamps) => stamps,
                     Released::Failed(stamps) => {
                         this.metrics.settlement_failed();
+                        entry.settle_failed = true;
                         stamps
                     }
                 };

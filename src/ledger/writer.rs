@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::owed;
 use super::spool::{self, Spool};
 use super::{Entry, LedgerStats};
 use crate::accounts::AccountsError;
-use crate::counters::{CounterKey, Counters, Stamp};
-use crate::money::Money;
+use crate::corrections;
+use crate::counters::{CounterKey, Counters};
 use crate::store::Store;
 
 pub(super) struct Writer {
@@ -38,6 +39,12 @@ const TRUNCATE_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 /// Most batches held in memory for the database; past it they wait in the
 /// spool and a replay takes them.
 const MAX_PENDING_BATCHES: usize = 64;
+
+/// How often recorded counter corrections that were not applied at once
+/// (Redis was away, or a process died in between) are looked for, and how
+/// old one must be: younger ones are still being applied by their writer.
+const CORRECTION_SWEEP: Duration = Duration::from_secs(5);
+const CORRECTION_MIN_AGE_MS: i64 = 2_000;
 
 /// The database side of the writer: what a store or a replay needs, on
 /// its own task, so that the spool keeps taking batches meanwhile.
@@ -85,6 +92,10 @@ impl Writer {
         // A store ended since the spool's size was last looked at.
         let mut stored_since_check = false;
         let mut next_replay = tokio::time::Instant::now();
+        // Corrections only exist for counters that can be rebuilt.
+        let sweeps = self.counters.can_be_rebuilt();
+        let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
             let replay_due = self.spooling && in_flight.is_none();
             tokio::select! {
@@ -119,6 +130,18 @@ impl Writer {
                     // Detached, not tracked: its handle is the in-flight
                     // operation this loop awaits (also at shutdown).
                     in_flight = Some((InFlight::Replay, crate::tasks::detached(async move { database.replay().await })));
+                    continue;
+                }
+                () = tokio::time::sleep_until(next_sweep), if sweeps && sweeping.is_none() => {
+                    let database = database.clone();
+                    // Detached, not tracked: awaited by this loop; at
+                    // shutdown left to end (each correction is idempotent).
+                    sweeping = Some(crate::tasks::detached(async move { database.sweep_corrections().await }));
+                    next_sweep = tokio::time::Instant::now() + CORRECTION_SWEEP;
+                    continue;
+                }
+                _ = join_optional(&mut sweeping) => {
+                    sweeping = None;
                     continue;
                 }
                 () = shutdown.cancelled() => break,
@@ -352,7 +375,32 @@ async fn join_some(
     }
 }
 
+/// A task's end, or never without one.
+async fn join_optional(
+    task: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<(), tokio::task::JoinError> {
+    match task {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Database {
+    /// Applies the counter corrections left behind (see `corrections.rs`).
+    async fn sweep_corrections(&self) {
+        let now = crate::clock::now_ms();
+        let swept = tokio::time::timeout(
+            self.write_timeout.max(Duration::from_secs(10)),
+            corrections::apply_pending(&self.store, &self.counters, now, CORRECTION_MIN_AGE_MS),
+        )
+        .await;
+        match swept {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "Counter corrections not looked for."),
+            Err(_) => tracing::debug!("Looking for counter corrections timed out."),
+        }
+    }
+
     /// Stores rows; a batch the database rejects for its data is split, the
     /// rows it rejects alone are set aside (dead letters) and the others
     /// stored. False only when the database is unavailable.
@@ -516,29 +564,28 @@ fn rejected_data(error: &AccountsError) -> Option<String> {
         return None;
     };
     let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-    // Postgres SQLSTATE classes: 22 data exception, 23 integrity, 54 limit.
-    let data_class = ["22", "23", "54"]
-        .iter()
-        .any(|class| code.starts_with(class));
+    let data_class = if code.len() == 5 {
+        // Postgres SQLSTATE (always five characters) classes: 22 data
+        // exception, 23 integrity, 54 limit exceeded.
+        ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    } else {
+        // SQLite result codes (the primary code is the low byte): 18 too
+        // big, 19 constraint, 20 type mismatch, 25 bind out of range.
+        code.parse::<u32>()
+            .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+    };
     let constraint = !matches!(db.kind(), sqlx::error::ErrorKind::Other);
     (data_class || constraint).then(|| format!("{code}: {}", db.message()))
 }
 
-/// The counters a row's cost is counted in.
-fn row_counters(row: &Entry) -> Vec<(CounterKey, &Stamp)> {
-    let mut keys = vec![(
-        CounterKey::Balance(row.account_id.clone()),
-        &row.counted.balance,
-    )];
-    if let Some(spend_key) = &row.spend_key {
-        keys.push((CounterKey::Spend(spend_key.clone()), &row.counted.spend));
-    }
-    keys
-}
-
 /// Writes ledger rows; where a counter was rebuilt after a row's cost was
-/// counted (and before the row was stored), applies the cost to the rebuilt
-/// counter. Returns how many rows were newly stored.
+/// counted (and before the row was stored), or a settlement never reached
+/// the counters, records the correction in the same transaction and applies
+/// it after the commit (`corrections.rs`; one Redis cannot take now waits
+/// in the database for a later pass). Returns how many rows were newly
+/// stored.
 pub async fn write_rows(
     store: &Store,
     counters: &Counters,
@@ -549,8 +596,8 @@ pub async fn write_rows(
     }
     let keys: Vec<CounterKey> = rows
         .iter()
-        .filter(|r| r.cost_nano != 0)
-        .flat_map(|r| row_counters(r).into_iter().map(|(key, _)| key))
+        .filter(|r| owed::may_owe(r))
+        .flat_map(|r| owed::row_counters(r).into_iter().map(|(key, _, _)| key))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -559,28 +606,21 @@ pub async fn write_rows(
     let stored = async {
         let stamps_now = counters.stamps(&keys).await?;
         let inserted = Store::insert_usage_rows_on(lock.conn(), rows).await?;
-        Ok::<_, AccountsError>((stamps_now, inserted))
+        let owed = {
+            let inserted: BTreeSet<&str> = inserted.iter().map(String::as_str).collect();
+            owed::owed(rows, &inserted, &keys, &stamps_now)
+        };
+        corrections::insert_on(lock.conn(), &owed, crate::clock::now_ms()).await?;
+        Ok::<_, AccountsError>((inserted.len() as u64, owed))
     }
     .await;
-    let (stamps_now, inserted) = lock.finish(stored).await?;
-    let inserted: BTreeSet<&str> = inserted.iter().map(String::as_str).collect();
-    for row in rows
-        .iter()
-        .filter(|r| r.cost_nano != 0 && inserted.contains(r.request_id.as_str()))
-    {
-        for (key, counted) in row_counters(row) {
-            let Some(position) = keys.iter().position(|k| *k == key) else {
-                continue;
-            };
-            let now = &stamps_now[position];
-            if now != counted {
-                // Rebuilt after the cost was counted and before this row
-                // was stored: the rebuild missed the cost.
-                counters
-                    .apply_cost_if(&key, Money::from_nano(row.cost_nano), now)
-                    .await?;
-            }
+    let (inserted, owed) = lock.finish(stored).await?;
+    if !owed.is_empty() {
+        // The rows are stored: a failure from here on leaves the
+        // corrections recorded, never fails the batch.
+        if let Err(error) = corrections::apply(store, counters, &owed).await {
+            tracing::warn!(%error, "Applied counter corrections not cleared; they are applied again (idempotently) later.");
         }
     }
-    Ok(inserted.len() as u64)
+    Ok(inserted)
 }

@@ -12,6 +12,7 @@ mod helpers;
 mod admin_users;
 mod concurrency;
 mod counters;
+mod counters_corrections;
 mod dashboard;
 mod faults_poison;
 mod faults_postgres;

@@ -115,7 +115,7 @@ impl Metrics {
         self.key_cache_hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A settlement Redis never took: its hold stays taken.
+    /// A settlement Redis never took (its row corrects the counters).
     pub fn settlement_failed(&self) {
         self.settlement_failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -243,7 +243,7 @@ impl Metrics {
             "tollgate_store_fallbacks_total {}",
             load(&self.store_fallbacks)
         );
-        let _ = writeln!(out, "# HELP tollgate_settlement_failures_total Settlements the counters never took (holds left taken).");
+        let _ = writeln!(out, "# HELP tollgate_settlement_failures_total Settlements the counters never took (their rows correct the counters when stored).");
         let _ = writeln!(out, "# TYPE tollgate_settlement_failures_total counter");
         let _ = writeln!(
             out,

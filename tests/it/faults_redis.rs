@@ -10,7 +10,8 @@ use crate::helpers::client;
 use crate::helpers::faults::{
     counters_equal_ledger, load, metric, quiescent, team, Deployment, Team, ANSWER_NANO,
 };
-use crate::helpers::servers::GatewayProcess;
+use crate::helpers::servers::{GatewayProcess, Partition};
+use crate::helpers::upstream::{MockUpstream, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_mid_load_loses_nothing() {
@@ -105,6 +106,67 @@ async fn redis_away_serves_within_the_outage_budget() {
     let (total_served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
     println!(
         "redis away, $0.05 outage budget: {served} served and {refused} refused during the outage; after it, counters == ledger ({total_served} rows, ${})",
+        Money::from_nano(spent)
+    );
+}
+
+/// Redis unreachable (a partition: the settlement never reaches it) for
+/// longer than a settlement retries: the settlement is given up with the
+/// hold still in the counters, and the row, once stored, corrects them.
+/// Takes about 70 s: the retry window is a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_given_up_during_a_partition_is_corrected() {
+    let upstream = MockUpstream::start(|_| {
+        Reply::json(
+            200,
+            crate::helpers::fixture("openai_chat_nonstream_cached_reasoning.json"),
+        )
+        .delay_headers(Duration::from_millis(1500))
+    })
+    .await;
+    let deployment = Deployment::start_with(upstream).await;
+    let partition = Partition::start(deployment.redis.port).await;
+    let config = deployment
+        .config("a")
+        .replace(&deployment.redis.url(), &partition.url());
+    let a = GatewayProcess::start(&config, &deployment.scratch.0);
+    let team = team(&a, None).await;
+    let urls = [a.url("")];
+    let mut answers = load(&urls, &team, 2, 2).await;
+    // One request holds in Redis, then Redis becomes unreachable before
+    // its answer comes back: its settlement is retried for a minute and
+    // given up.
+    let in_flight = {
+        let urls = urls.clone();
+        let team = clone_team(&team);
+        tokio::spawn(async move { load(&urls, &team, 1, 1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    partition.cut();
+    answers.extend(in_flight.await.unwrap());
+    assert_eq!(answers.last().map(|a| a.0), Some(200), "{answers:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = client::send("GET", &a.url("/metrics"), "", None, &[])
+            .await
+            .text();
+        if metric(&metrics, "tollgate_settlement_failures_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the settlement was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    partition.heal();
+    // The counters are seeded again from the ledger on the next requests.
+    quiescent(&[&a]).await;
+    answers.extend(load(&urls, &team, 2, 2).await);
+    quiescent(&[&a]).await;
+    let (served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
+    println!(
+        "settlement given up during a partition: counters == ledger afterwards ({served} rows, ${})",
         Money::from_nano(spent)
     );
 }

@@ -19,7 +19,7 @@
 
 mod scan;
 
-pub use self::scan::{scan, Count, ScanError, Shape};
+pub use self::scan::{scan, Count, Scalar, ScanError, Shape, StreamOptions};
 
 use crate::money::Money;
 use crate::pricing::ModelPrice;

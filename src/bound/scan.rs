@@ -15,7 +15,7 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde::Deserialize;
 
 /// The scalar methods of a visitor that looks only inside objects and
 /// lists: every scalar is accepted and ignored.
@@ -86,9 +86,9 @@ impl Count {
 /// What the scan found in a request body.
 #[derive(Debug, Default)]
 pub struct Shape {
-    pub model: Option<Value>,
-    pub stream: Option<Value>,
-    pub stream_options: Option<Value>,
+    pub model: Option<Scalar>,
+    pub stream: Option<Scalar>,
+    pub stream_options: Option<StreamOptions>,
     pub max_tokens: Count,
     pub max_completion_tokens: Count,
     pub max_output_tokens: Count,
@@ -275,6 +275,8 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 TopKey::Model => shape.model = Some(map.next_value()?),
                 TopKey::Stream => shape.stream = Some(map.next_value()?),
                 TopKey::StreamOptions => shape.stream_options = Some(map.next_value()?),
+                // (`Scalar` and `StreamOptions` skip nested lists and
+                // objects without building them.)
                 TopKey::MaxTokens => shape.max_tokens = map.next_value_seed(CountSeed)?,
                 TopKey::MaxCompletionTokens => {
                     shape.max_completion_tokens = map.next_value_seed(CountSeed)?
@@ -286,8 +288,8 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 TopKey::BestOf => shape.best_of = map.next_value_seed(CountSeed)?,
                 TopKey::MaxToolCalls => shape.max_tool_calls = map.next_value_seed(CountSeed)?,
                 TopKey::Background => {
-                    let value: Value = map.next_value()?;
-                    shape.background = !matches!(value, Value::Null | Value::Bool(false));
+                    let value: Scalar = map.next_value()?;
+                    shape.background = !matches!(value, Scalar::Null | Scalar::Bool(false));
                 }
                 TopKey::Stored(name) => {
                     if map.next_value_seed(PresentSeed)? {
@@ -392,6 +394,173 @@ impl<'de> Visitor<'de> for CountSeed {
 
 /// The key under which serde_json's `arbitrary_precision` passes a number.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+// === Scalars, without trees ===
+
+/// A field's value where only a scalar matters. A list or an object is
+/// walked and dropped, never built: a hostile `"model": [1,1,…]` costs no
+/// tree (`serde_json::Value` takes about 30 bytes per byte of such input).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scalar {
+    #[default]
+    Null,
+    Bool(bool),
+    Str(String),
+    Number,
+    List,
+    Object,
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Scalar, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(value))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(text.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(text))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Number)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Number)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Number)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::List)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        let mut scalar = Scalar::Object;
+        let mut first = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'_, str>>()? {
+            map.next_value::<IgnoredAny>()?;
+            // `arbitrary_precision` passes a number as a one-entry map.
+            scalar = if first && key == NUMBER_TOKEN {
+                Scalar::Number
+            } else {
+                Scalar::Object
+            };
+            first = false;
+        }
+        Ok(scalar)
+    }
+}
+
+/// `stream_options`, as far as the gateway reads it: whether it is an
+/// object, and its `include_usage` when that is a boolean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamOptions {
+    pub object: bool,
+    pub include_usage: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for StreamOptions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StreamOptions, D::Error> {
+        deserializer.deserialize_any(StreamOptionsVisitor)
+    }
+}
+
+struct StreamOptionsVisitor;
+
+impl<'de> Visitor<'de> for StreamOptionsVisitor {
+    type Value = StreamOptions;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stream options")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<StreamOptions, E> {
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StreamOptions, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(StreamOptions::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamOptions, A::Error> {
+        let mut options = StreamOptions {
+            object: true,
+            include_usage: None,
+        };
+        let mut first = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'_, str>>()? {
+            if first && key == NUMBER_TOKEN {
+                map.next_value::<IgnoredAny>()?;
+                return Ok(StreamOptions::default());
+            }
+            first = false;
+            if key == "include_usage" {
+                // The last copy wins, as in serde_json's own maps.
+                options.include_usage = match map.next_value::<Scalar>()? {
+                    Scalar::Bool(value) => Some(value),
+                    _ => None,
+                };
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(options)
+    }
+}
 
 // === Presence of a stored-input field ===
 
@@ -578,10 +747,10 @@ impl<'de> Visitor<'de> for ToolSeed<'_> {
         };
         while let Some(key) = map.next_key_seed(NestedKeySeed)? {
             if key == NestedKey::Type {
-                let kind: Value = map.next_value()?;
+                let kind: Scalar = map.next_value()?;
                 let server_side = match &kind {
-                    Value::String(kind) => !client_side_tool(kind),
-                    Value::Null => false,
+                    Scalar::Str(kind) => !client_side_tool(kind),
+                    Scalar::Null => false,
                     _ => true,
                 };
                 if server_side {

@@ -8,13 +8,13 @@
 //! through the same path). Response bytes are never rewritten here.
 
 pub mod mock;
+mod splice;
 mod upstream;
 
 pub use self::upstream::{
     build_client, prepare, Prepared, SendError, UpstreamBody, UpstreamClient,
 };
 
-use serde_json::Value;
 
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::meter::Protocol;
@@ -132,36 +132,12 @@ impl Rewrite<'_> {
         self.model.is_none() && !self.include_usage
     }
 
-    /// Applies the rewrite to a parsed body. Returns whether the body
-    /// changed and whether the usage chunk was asked for (and so must be
-    /// hidden from the client).
-    pub fn apply(&self, request: &mut Value) -> (bool, bool) {
-        let mut changed = false;
-        let mut strip_usage = false;
-        if let Some(upstream_model) = self.model {
-            if let Some(model) = request.get_mut("model") {
-                *model = Value::String(upstream_model.to_string());
-                changed = true;
-            }
-        }
-        if self.include_usage {
-            if let Some(object) = request.as_object_mut() {
-                let options = object
-                    .entry("stream_options")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                // `null`, `false` or a string would turn the usage chunk off
-                // upstream: replaced, as if the client had sent none.
-                if !options.is_object() {
-                    *options = Value::Object(Default::default());
-                }
-                if let Some(options) = options.as_object_mut() {
-                    options.insert("include_usage".into(), Value::Bool(true));
-                    changed = true;
-                    strip_usage = true;
-                }
-            }
-        }
-        (changed, strip_usage)
+    /// Applies the rewrite to a body's bytes (spliced, never parsed into
+    /// a tree). Returns the new body if it changed, and whether the usage
+    /// chunk was asked for (and so must be hidden from the client).
+    pub fn apply(&self, body: &[u8]) -> Result<(Option<Vec<u8>>, bool), serde_json::Error> {
+        let changed = splice::splice(body, self.model, self.include_usage)?;
+        Ok((changed, self.include_usage))
     }
 }
 
@@ -182,19 +158,25 @@ mod tests {
         }
     }
 
+    fn applied(rewrite: Rewrite<'_>, body: &serde_json::Value) -> (Option<serde_json::Value>, bool) {
+        let (changed, strip) = rewrite.apply(body.to_string().as_bytes()).unwrap();
+        (changed.map(|b| serde_json::from_slice(&b).unwrap()), strip)
+    }
+
     #[test]
     fn injects_include_usage_and_keeps_other_options() {
-        let mut body = serde_json::json!({"model":"a","stream":true,"stream_options":{"include_obfuscation":false}});
-        let (changed, strip) = plan_rewrite(
+        let body = serde_json::json!({"model":"a","stream":true,"stream_options":{"include_obfuscation":false}});
+        let rewrite = plan_rewrite(
             Endpoint::ChatCompletions,
             &provider(ProviderKind::OpenAi),
             "a",
             "b",
             true,
             false,
-        )
-        .apply(&mut body);
-        assert!(changed && strip);
+        );
+        let (body, strip) = applied(rewrite, &body);
+        let body = body.unwrap();
+        assert!(strip);
         assert_eq!(body["model"], "b");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["stream_options"]["include_obfuscation"], false);
@@ -207,19 +189,19 @@ mod tests {
             false.into(),
             "include_usage".into(),
         ] {
-            let mut body = serde_json::json!({"model":"a","stream":true,"stream_options":options});
-            let (changed, strip) = plan_rewrite(
+            let body = serde_json::json!({"model":"a","stream":true,"stream_options":options});
+            let rewrite = plan_rewrite(
                 Endpoint::ChatCompletions,
                 &provider(ProviderKind::OpenAi),
                 "a",
                 "a",
                 true,
                 false,
-            )
-            .apply(&mut body);
-            assert!(changed && strip);
+            );
+            let (body, strip) = applied(rewrite, &body);
+            assert!(strip);
             assert_eq!(
-                body["stream_options"],
+                body.unwrap()["stream_options"],
                 serde_json::json!({"include_usage": true})
             );
         }
@@ -227,7 +209,7 @@ mod tests {
 
     #[test]
     fn leaves_a_client_that_asked_for_usage_alone() {
-        let mut body =
+        let body =
             serde_json::json!({"model":"a","stream":true,"stream_options":{"include_usage":true}});
         let rewrite = plan_rewrite(
             Endpoint::ChatCompletions,
@@ -238,7 +220,7 @@ mod tests {
             true,
         );
         assert!(rewrite.is_none());
-        let (changed, strip) = rewrite.apply(&mut body);
-        assert!(!changed && !strip);
+        let (changed, strip) = applied(rewrite, &body);
+        assert!(changed.is_none() && !strip);
     }
 }

@@ -47,19 +47,15 @@ pub async fn forward(
         request.stream,
         request.asked_for_usage(),
     );
-    // The body is copied into a JSON tree only when it must change.
+    // The body is spliced (never parsed into a tree) only when it must
+    // change.
     let (upstream_body, strip_usage) = if rewrite.is_none() {
         (request.bytes, false)
     } else {
-        let mut json =
-            serde_json::from_slice::<Value>(&request.bytes).map_err(GatewayError::internal)?;
-        let (changed, strip_usage) = rewrite.apply(&mut json);
-        let body = if changed {
-            Bytes::from(serde_json::to_vec(&json).map_err(GatewayError::internal)?)
-        } else {
-            request.bytes
-        };
-        (body, strip_usage)
+        let (changed, strip_usage) = rewrite
+            .apply(&request.bytes)
+            .map_err(GatewayError::internal)?;
+        (changed.map_or(request.bytes, Bytes::from), strip_usage)
     };
     let request_id = pending.request_id().clone();
     state.metrics.gateway_overhead.observe(pending.elapsed());

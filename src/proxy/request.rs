@@ -7,9 +7,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::Value;
 
-use crate::bound::{self, ScanError, Shape};
+use crate::bound::{self, Scalar, ScanError, Shape};
 use crate::error::GatewayError;
 
 /// A read request: its bytes and the fields the gateway uses.
@@ -26,9 +25,7 @@ impl ClientRequest {
     pub fn asked_for_usage(&self) -> bool {
         self.shape
             .stream_options
-            .as_ref()
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
+            .and_then(|o| o.include_usage)
             .unwrap_or(false)
     }
 }
@@ -83,7 +80,7 @@ pub async fn read(
         ),
     })?;
     let model = match &shape.model {
-        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        Some(Scalar::Str(model)) if !model.is_empty() => model.clone(),
         Some(_) => {
             return Err(GatewayError::invalid(
                 "'model' must be a non-empty string.",
@@ -98,8 +95,8 @@ pub async fn read(
         }
     };
     let stream = match &shape.stream {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
+        None | Some(Scalar::Null) => false,
+        Some(Scalar::Bool(stream)) => *stream,
         Some(_) => {
             return Err(GatewayError::invalid(
                 "'stream' must be a boolean.",

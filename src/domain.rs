@@ -166,13 +166,31 @@ impl Default for ServiceTier {
     }
 }
 
-/// A name from a client, made fit for a row, a log line or a label: control
-/// characters (NUL included) dropped, at most `max_chars` characters.
-pub fn clean_label(text: &str, max_chars: usize) -> String {
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(max_chars)
-        .collect()
+/// A name from a client, made fit for a row or a log line: control
+/// characters (NUL included) dropped, at most `max_bytes` bytes (whole
+/// characters).
+pub fn clean_label(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Longest team id accepted from a client (the gateway's own are 25).
+pub const MAX_TEAM_ID_BYTES: usize = 64;
+
+/// Whether a client's text has the shape of a team id (letters, digits,
+/// `_` and `-`, at most [`MAX_TEAM_ID_BYTES`]), checked before any lookup.
+pub fn is_team_id_shaped(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_TEAM_ID_BYTES
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Who pays for a key's requests unless a request says otherwise.
@@ -190,7 +208,7 @@ impl BillingChoice {
         match text.trim() {
             "personal" => Ok(BillingChoice::Personal),
             other => match other.strip_prefix("team:") {
-                Some(team) if !team.is_empty() => Ok(BillingChoice::Team(team.to_string())),
+                Some(team) if is_team_id_shaped(team) => Ok(BillingChoice::Team(team.to_string())),
                 _ => Err(ParseError::new("billing choice", text)),
             },
         }

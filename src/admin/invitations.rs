@@ -99,6 +99,11 @@ pub async fn create(
             }
         },
     };
+    if state.store.member_with_email(team_id, &email).await? {
+        return Err(GatewayError::Conflict(format!(
+            "{email} is already a member of this team."
+        )));
+    }
     let now = state.clock.now_ms();
     let token = new_token("tgi");
     let invitation = Invitation {
@@ -244,6 +249,11 @@ pub async fn accept(
     state
         .store
         .add_member(&team.id, &user.id, invitation.role, now)
+        .await?;
+    // Joined: a join request left pending must not re-admit them later.
+    state
+        .store
+        .close_join_requests(&team.id, &user.id, now)
         .await?;
     state.forget_policies();
     audit(
@@ -436,6 +446,10 @@ pub async fn decide(
         state
             .store
             .add_member(team_id, &request.user_id, Role::Member, now)
+            .await?;
+        state
+            .store
+            .close_join_requests(team_id, &request.user_id, now)
             .await?;
         state.forget_policies();
     }

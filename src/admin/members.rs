@@ -105,6 +105,13 @@ pub async fn update_member(
         .store
         .update_member(team_id, user_id, role, limit)
         .await?;
+    if member.role >= Role::Admin && role < Role::Admin {
+        // Demoted: the invitations they sent as an admin go with the role.
+        state
+            .store
+            .revoke_invitations_by(team_id, user_id, state.clock.now_ms())
+            .await?;
+    }
     state.forget_policies();
     audit(
         state,
@@ -152,9 +159,16 @@ pub async fn remove_member(
             "The owner cannot be removed or leave; transfer the team first.".into(),
         ));
     }
+    let now = state.clock.now_ms();
+    state.store.remove_member(team_id, user_id, now).await?;
+    // Gone: nothing they left behind may bring anyone (them included) in.
     state
         .store
-        .remove_member(team_id, user_id, state.clock.now_ms())
+        .revoke_invitations_by(team_id, user_id, now)
+        .await?;
+    state
+        .store
+        .close_join_requests(team_id, user_id, now)
         .await?;
     state.forget_policies();
     let action = if leaving {

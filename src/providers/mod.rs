@@ -15,7 +15,6 @@ pub use self::upstream::{
     build_client, prepare, Prepared, SendError, UpstreamBody, UpstreamClient,
 };
 
-
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::meter::Protocol;
 
@@ -158,7 +157,10 @@ mod tests {
         }
     }
 
-    fn applied(rewrite: Rewrite<'_>, body: &serde_json::Value) -> (Option<serde_json::Value>, bool) {
+    fn applied(
+        rewrite: Rewrite<'_>,
+        body: &serde_json::Value,
+    ) -> (Option<serde_json::Value>, bool) {
         let (changed, strip) = rewrite.apply(body.to_string().as_bytes()).unwrap();
         (changed.map(|b| serde_json::from_slice(&b).unwrap()), strip)
     }

@@ -238,7 +238,8 @@ mod tests {
 
     #[test]
     fn renames_the_model_and_keeps_every_other_byte() {
-        let body = r#"{"model" : "a", "messages":[{"role":"user","content":"x\u00e9"}], "n": 1.50}"#;
+        let body =
+            r#"{"model" : "a", "messages":[{"role":"user","content":"x\u00e9"}], "n": 1.50}"#;
         let out = splice(body.as_bytes(), Some("up/b\"c"), false)
             .unwrap()
             .unwrap();
@@ -264,7 +265,11 @@ mod tests {
         );
         for sent in ["null", "false", "\"x\"", "[1,2]", "7"] {
             assert_eq!(
-                spliced(&format!(r#"{{"stream_options":{sent},"model":"a"}}"#), None, true),
+                spliced(
+                    &format!(r#"{{"stream_options":{sent},"model":"a"}}"#),
+                    None,
+                    true
+                ),
                 json!({"model":"a","stream_options":{"include_usage":true}})
             );
         }

@@ -1,6 +1,6 @@
-//! Phases 1, 3 and 4: authenticate the key; resolve the model and its
-//! provider, the paying account and the team's restrictions; apply the
-//! per-key rate limit.
+//! Phases 1, 2 and 4: authenticate the key; apply the per-key rate limit;
+//! resolve the model and its provider, the paying account and the team's
+//! restrictions.
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ pub async fn authenticate(
     state.keys.authenticate(token).await
 }
 
-/// Phase 3: model → provider (404), payer (403 for a team one is not in),
+/// Phase 4: model → provider (404), payer (403 for a team one is not in),
 /// the team's restrictions (403), route fits the provider (400).
 pub async fn authorize(
     state: &AppState,
@@ -79,7 +79,7 @@ pub async fn authorize(
     Ok(())
 }
 
-/// Phase 4: `limits.rpm_per_key` (per process).
+/// Phase 2: `limits.rpm_per_key` (per process), before the body is read.
 pub fn rate_limit(state: &AppState, principal: &Principal) -> Result<(), GatewayError> {
     let Some(limiter) = &state.rate_limiter else {
         return Ok(());

@@ -4,16 +4,16 @@
 //!
 //! ```text
 //!  1 authenticate  key → Principal (cache; store on miss)   authorize.rs  401
-//!  2 read          body limit, content type, JSON, model    request.rs    413/415/400
-//!  3 authorize     model → provider; billing target         authorize.rs  404/400/403
-//!  4 rate limit    per key requests per minute              authorize.rs  429
+//!  2 rate limit    per key requests per minute              authorize.rs  429
+//!  3 read          body limit, content type, JSON, model    request.rs    413/415/400
+//!  4 authorize     model → provider; billing target         authorize.rs  404/400/403
 //!  5 admit         hold an upper bound of the cost          admit.rs      402/503
 //!  6 forward       rewrite if needed; upstream or mock      forward.rs    502/504
 //!  7 meter+settle  JSON: whole body; SSE: MeteredBody       forward.rs, stream.rs, settle.rs
 //!  8 record        entry → ledger queue (never awaited)     ledger::Settler
 //! ```
 //!
-//! Refusals after authentication are recorded as rows with no cost, so an
+//! Refusals after the rate limit are recorded as rows with no cost, so an
 //! owner can see who was refused and why. Every log line of a request runs
 //! inside its span: the request id always; the key prefix, model, provider
 //! and payer too when debug logging is on (see [`detail`]).
@@ -37,8 +37,8 @@ use tracing::Instrument;
 
 use self::ctx::RequestCtx;
 
-/// Most characters of a client's model name kept on a row.
-const MODEL_NAME_CHARS: usize = 200;
+/// Most bytes of a client's model name kept on a row (contract §4).
+const MODEL_NAME_BYTES: usize = 256;
 
 pub use self::models::list as list_models;
 use self::request::ClientRequest;
@@ -92,13 +92,21 @@ async fn serve(
 
     // 1. Authenticate before reading the body: strangers cost nothing.
     let principal = authorize::authenticate(state, request.headers()).await?;
+    // Then the per-key rate limit, before anything that costs memory, a
+    // row or a query: every request counts, refused or not, and a key
+    // that passes its limit gets no row for it (a flood cannot grow the
+    // ledger).
+    if let Err(limited) = authorize::rate_limit(state, &principal) {
+        state.metrics.answered("unknown", limited.status().as_u16());
+        return Err(limited);
+    }
     if detail() {
         tracing::Span::current().record("key", principal.key_prefix.as_str());
     }
     let (parts, body) = request.into_parts();
     let mut ctx = RequestCtx::new(id, endpoint, started, started_at, principal);
 
-    // 2–5. Read, authorize, rate-limit, hold money; a refusal is recorded.
+    // 3–5. Read, authorize, hold money; a refusal is recorded.
     let (request, hold) = match admit(state, &mut ctx, &parts.headers, body).await {
         Ok(admitted) => admitted,
         Err(error) => {
@@ -125,7 +133,7 @@ async fn serve(
     Ok(response)
 }
 
-/// Phases 2–5. On success the entry names the model and payer and the hold
+/// Phases 3–5. On success the entry names the model and payer and the hold
 /// is taken.
 async fn admit(
     state: &AppState,
@@ -136,10 +144,9 @@ async fn admit(
     let request = request::read(headers, body, state.config.server.max_body_bytes).await?;
     // A client's name reaches the row cleaned and bounded: a NUL byte or a
     // 100 KB name must not make the database reject the row.
-    ctx.entry.model = crate::domain::clean_label(&request.model, MODEL_NAME_CHARS);
+    ctx.entry.model = crate::domain::clean_label(&request.model, MODEL_NAME_BYTES);
     ctx.entry.streamed = request.stream;
     authorize::authorize(state, ctx, &request, headers).await?;
-    authorize::rate_limit(state, &ctx.principal)?;
     let hold = admit::admit(state, ctx, &request).await?;
     Ok((request, hold))
 }
@@ -163,8 +170,10 @@ fn record_refusal(state: &AppState, ctx: RequestCtx, error: &GatewayError) {
     entry.usage_source = Source::None;
     entry.latency_ms = ctx.started.elapsed().as_millis() as i64;
     entry.finished_at = state.clock.now_ms();
-    state
-        .metrics
-        .answered(&entry.model, error.status().as_u16());
+    // Only a configured model's name becomes a metric label.
+    let label = ctx
+        .route
+        .map_or("unknown", |route| route.model(&state.config).name.as_str());
+    state.metrics.answered(label, error.status().as_u16());
     state.settler.record(entry);
 }

@@ -133,6 +133,46 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Revokes the pending invitations one person created in a team (they
+    /// were removed or lost the admin role); returns how many.
+    pub async fn revoke_invitations_by(
+        &self,
+        team_id: &str,
+        created_by: &str,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE invitations SET revoked_at = $1 \
+             WHERE team_id = $2 AND created_by = $3 AND revoked_at IS NULL AND accepted_at IS NULL",
+        )
+        .bind(at)
+        .bind(team_id)
+        .bind(created_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Closes a user's pending join requests to a team (they joined, or
+    /// left); returns how many.
+    pub async fn close_join_requests(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE join_requests SET status = 'closed', decided_by = 'system', decided_at = $1 \
+             WHERE team_id = $2 AND user_id = $3 AND status = 'pending'",
+        )
+        .bind(at)
+        .bind(team_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Marks an invitation used, once: a second accept (even a concurrent
     /// one) changes nothing and returns false.
     pub async fn consume_invitation(

@@ -217,6 +217,19 @@ impl Store {
         row.map(|r| member_from_row(&r)).transpose()
     }
 
+    /// Whether an active member of the team has this email (any case).
+    pub async fn member_with_email(&self, team_id: &str, email: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.user_id FROM team_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.team_id = $1 AND m.removed_at IS NULL AND LOWER(u.email) = LOWER($2)",
+        )
+        .bind(team_id)
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn members(&self, team_id: &str) -> Result<Vec<Member>, StoreError> {
         let sql = format!(
             "{MEMBER_SELECT} WHERE m.team_id = $1 AND m.removed_at IS NULL ORDER BY m.joined_at, m.user_id"

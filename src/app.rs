@@ -15,11 +15,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyLookup;
 use crate::config::Config;
+use crate::conn::{BodyDeadline, ClientAddr, ConnLimits, ConnTimer, Watched};
 use crate::counters::Counters;
 use crate::invalidate::{Forget, Invalidator};
 use crate::keys;
@@ -45,6 +45,8 @@ pub enum InitError {
     Tls(#[from] rustls::Error),
     #[error("{0}")]
     Spool(#[from] crate::ledger::SpoolError),
+    #[error("the operator token from {from} has {length} characters; use at least {MIN_ADMIN_TOKEN_CHARS} (or leave it unset and one is generated)")]
+    WeakAdminToken { from: String, length: usize },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -139,6 +141,7 @@ impl App {
             invalidator,
             settler,
             counter_seeds: Default::default(),
+            failed_credentials: Default::default(),
             clock,
             config,
             store,
@@ -196,6 +199,19 @@ impl App {
     }
 }
 
+/// The shortest operator token accepted (contract §4); a generated one has
+/// 44 characters.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Refuses an operator token too short to resist guessing.
+fn strong_enough(token: &str, from: String) -> Result<(), InitError> {
+    let length = token.chars().count();
+    if length < MIN_ADMIN_TOKEN_CHARS {
+        return Err(InitError::WeakAdminToken { from, length });
+    }
+    Ok(())
+}
+
 /// The operator token: from the configured environment variable or key;
 /// else the stored one; else a new one, stored (hashed) and returned so the
 /// caller can print it once.
@@ -207,9 +223,14 @@ async fn admin_token(
         .ok()
         .filter(|t| !t.is_empty());
     if let Some(token) = from_env {
+        strong_enough(&token, format!("${}", config.server.admin_token_env))?;
         return Ok((keys::hash_secret(&token), None));
     }
     if !config.server.admin_token.is_empty() {
+        strong_enough(
+            config.server.admin_token.expose(),
+            "server.admin_token".into(),
+        )?;
         return Ok((keys::hash_secret(config.server.admin_token.expose()), None));
     }
     if let Some(hash) = store.setting("admin_token_hash").await? {
@@ -226,31 +247,30 @@ async fn admin_token(
     }
 }
 
-/// The accept loop: HTTP/1.1 with keep-alive, TCP_NODELAY, a bound on open
-/// connections, and a graceful drain of open connections on shutdown: they
-/// finish within `server.shutdown_grace_secs`; past it the ones left are
-/// cut, and their requests settle under the disconnect policy (a stream
-/// being drained ends at once, billed at the conservative estimate) before
-/// the ledger is flushed.
+/// The accept loop: HTTP/1.1 with keep-alive, TCP_NODELAY, bounds on open
+/// connections (in all and per client address: one past them is closed at
+/// once, so the loop never waits and `/healthz` is always reachable),
+/// request-head and idle timeouts (`conn.rs`), and a graceful drain of open
+/// connections on shutdown: they finish within `server.shutdown_grace_secs`;
+/// past it the ones left are cut, and their requests settle under the
+/// disconnect policy (a stream being drained ends at once, billed at the
+/// conservative estimate) before the ledger is flushed.
 async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
-    let permits = Arc::new(Semaphore::new(state.config.server.max_connections.max(1)));
+    let server = &state.config.server;
+    let limits = ConnLimits::new(server.max_connections, server.max_connections_per_ip);
+    let header_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
+    let idle_timeout = Duration::from_secs(server.idle_timeout_secs.max(1));
+    let body_timeout = Duration::from_millis(server.body_read_timeout_ms.max(1));
     let mut builder = http1::Builder::new();
-    builder.keep_alive(true);
+    builder.keep_alive(true).header_read_timeout(header_timeout);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "Accept failed.");
@@ -258,13 +278,26 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
                 continue;
             }
         };
+        let Some(slot) = limits.admit(peer.ip()) else {
+            state.metrics.connection_refused();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (stream, activity) = Watched::new(stream);
+        let client = ClientAddr(peer.ip());
         let conn_state = state.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(client);
+            request
+                .extensions_mut()
+                .insert(BodyDeadline(std::time::Instant::now() + body_timeout));
             let state = conn_state.clone();
             async move { Ok::<_, Infallible>(router::route(state, request).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let mut conn_builder = builder.clone();
+        conn_builder.timer(ConnTimer::new(activity, header_timeout, idle_timeout));
+        let connection = conn_builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         // Tracked in the connection set: shutdown waits for it, and cuts it
         // past the grace period so that its requests settle before the
@@ -272,7 +305,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         #[allow(clippy::disallowed_methods)] // The connection set (see above).
         connections.spawn(async move {
             let _ = connection.await;
-            drop(permit);
+            drop(slot);
         });
         while connections.try_join_next().is_some() {}
     }

@@ -43,6 +43,12 @@ pub enum GatewayError {
     Unmeterable { message: String, param: String },
     #[error("Rate limit reached: {limit} requests per minute for this key. Try again in {retry_after_secs} s.")]
     RateLimited { limit: u32, retry_after_secs: u64 },
+    /// Too many failed credentials from one address (management routes).
+    #[error("Too many failed attempts from this address. Try again in {retry_after_secs} s.")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// A credential other than an API key is missing or wrong (401).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{message}")]
     InvalidRequest {
         message: String,
@@ -50,6 +56,8 @@ pub enum GatewayError {
     },
     #[error("The request body is larger than the limit of {0} bytes.")]
     PayloadTooLarge(usize),
+    #[error("The request body did not arrive within {0} ms.")]
+    BodyTimeout(u64),
     #[error("Content-Type must be application/json.")]
     UnsupportedMediaType,
     #[error("You are not a member of team '{0}'.")]
@@ -134,18 +142,21 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidApiKey | GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::ModelNotAllowed(_)
             | GatewayError::NotATeamMember(_)
             | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::MonthlyLimitExceeded { .. }
             | GatewayError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
-            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RateLimited { .. } | GatewayError::TooManyAttempts { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::InvalidRequest { .. } | GatewayError::Unmeterable { .. } => {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
@@ -160,16 +171,19 @@ impl GatewayError {
     /// The machine-readable `error.code`; also the low-cardinality metric label.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::InvalidApiKey => "invalid_api_key",
+            GatewayError::InvalidApiKey | GatewayError::Unauthorized(_) => "invalid_api_key",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
             GatewayError::MonthlyLimitExceeded { .. } => "monthly_limit_exceeded",
             GatewayError::InsufficientBalance { .. } => "insufficient_balance",
             GatewayError::Unmeterable { .. } => "unmeterable_request",
-            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::RateLimited { .. } | GatewayError::TooManyAttempts { .. } => {
+                "rate_limit_exceeded"
+            }
             GatewayError::InvalidRequest { .. }
             | GatewayError::PayloadTooLarge(_)
             | GatewayError::UnsupportedMediaType => "invalid_request",
+            GatewayError::BodyTimeout(_) => "request_timeout",
             GatewayError::NotATeamMember(_) => "not_a_team_member",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::NotFound(_) => "not_found",
@@ -188,7 +202,7 @@ impl GatewayError {
         match self {
             GatewayError::MonthlyLimitExceeded { .. }
             | GatewayError::InsufficientBalance { .. } => "insufficient_quota",
-            GatewayError::RateLimited { .. } => "requests",
+            GatewayError::RateLimited { .. } | GatewayError::TooManyAttempts { .. } => "requests",
             GatewayError::ModelNotAllowed(_)
             | GatewayError::NotATeamMember(_)
             | GatewayError::Forbidden(_) => "permission_error",
@@ -202,7 +216,7 @@ impl GatewayError {
 
     fn anthropic_type(&self) -> &'static str {
         match self.status().as_u16() {
-            400 | 405 | 409 | 410 | 415 => "invalid_request_error",
+            400 | 405 | 408 | 409 | 410 | 415 => "invalid_request_error",
             401 => "authentication_error",
             402 => "billing_error",
             403 => "permission_error",
@@ -277,7 +291,8 @@ impl GatewayError {
             }
             GatewayError::RateLimited {
                 retry_after_secs, ..
-            } => {
+            }
+            | GatewayError::TooManyAttempts { retry_after_secs } => {
                 headers.insert(
                     http::header::RETRY_AFTER,
                     HeaderValue::from(*retry_after_secs),

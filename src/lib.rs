@@ -3,8 +3,9 @@
 //! Modules form layers; a module never imports one above it (see
 //! `ARCHITECTURE.md`, "Layers"):
 //!
-//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `bound`, `tasks`,
-//!    `singleflight`, `lookup`, `http_body`, `meter`, `pricing`, `metrics`;
+//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `conn`, `bound`, `tasks`,
+//!    `singleflight`, `lookup`, `http_body`, `meter`, `pricing`, `metrics`,
+//!    `throttle`;
 //! 2. storage and state of money: `store`, `error`, `counters`, `corrections`,
 //!    `accounts`,
 //!    `ledger`, `providers`;
@@ -21,6 +22,7 @@ pub mod bound;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod corrections;
 pub mod counters;
 pub mod dashboard;
@@ -44,3 +46,4 @@ pub mod singleflight;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod throttle;

@@ -79,6 +79,8 @@ pub struct Metrics {
     settlement_failures: AtomicU64,
     holds_exceeded: AtomicU64,
     drains: AtomicU64,
+    connections_refused: AtomicU64,
+    attempts_throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -105,6 +107,16 @@ impl Metrics {
             };
             *statuses.entry(http_status).or_default() += 1;
         }
+    }
+
+    /// A connection closed at once: its address or the server at its limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A management request refused for too many failed credentials.
+    pub fn attempt_throttled(&self) {
+        self.attempts_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn refused(&self) {
@@ -260,6 +272,23 @@ impl Metrics {
         let _ = writeln!(out, "# HELP tollgate_streams_drained_total Streams read to their usage after the client left.");
         let _ = writeln!(out, "# TYPE tollgate_streams_drained_total counter");
         let _ = writeln!(out, "tollgate_streams_drained_total {}", load(&self.drains));
+        let _ = writeln!(out, "# HELP tollgate_connections_refused_total Connections closed at once (server.max_connections or max_connections_per_ip reached).");
+        let _ = writeln!(out, "# TYPE tollgate_connections_refused_total counter");
+        let _ = writeln!(
+            out,
+            "tollgate_connections_refused_total {}",
+            load(&self.connections_refused)
+        );
+        let _ = writeln!(out, "# HELP tollgate_credential_attempts_throttled_total Management requests refused 429 after too many failed credentials from one address.");
+        let _ = writeln!(
+            out,
+            "# TYPE tollgate_credential_attempts_throttled_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_credential_attempts_throttled_total {}",
+            load(&self.attempts_throttled)
+        );
         let _ = writeln!(
             out,
             "# HELP tollgate_answers_total Answers by model and HTTP status, refusals included."

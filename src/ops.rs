@@ -77,7 +77,22 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
     respond(code, "application/json", body.to_string())
 }
 
-pub fn metrics(state: &AppState) -> Response<Body> {
+/// `GET /metrics`; with `server.metrics_token` set, only with it as a
+/// Bearer token (401 otherwise).
+pub fn metrics(state: &AppState, headers: &http::HeaderMap) -> Response<Body> {
+    let wanted = &state.config.server.metrics_token;
+    if !wanted.is_empty() {
+        let given = crate::auth::credential(headers).unwrap_or("");
+        if !crate::keys::constant_time_eq(given.as_bytes(), wanted.expose().as_bytes()) {
+            return crate::error::GatewayError::Unauthorized(
+                "/metrics needs the metrics token (server.metrics_token) as a Bearer token.".into(),
+            )
+            .into_response(
+                crate::error::ErrorShape::OpenAi,
+                &crate::domain::RequestId::new(),
+            );
+        }
+    }
     let stats = &state.ledger.stats;
     let depth = stats.depth() as i64;
     let failed = stats

@@ -26,7 +26,7 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
         (&Method::GET, "/v1/models") => proxy::list_models(&state, &request).await,
         (&Method::GET, "/healthz") => ops::healthz(),
         (&Method::GET, "/readyz") => ops::readyz(&state).await,
-        (&Method::GET, "/metrics") => ops::metrics(&state),
+        (&Method::GET, "/metrics") => ops::metrics(&state, request.headers()),
         (_, p) if p == "/api" || p.starts_with("/api/") => admin::handle(state, request).await,
         (method, p) if dashboard::owns(method, p) => dashboard::serve(method, p, request.headers()),
         _ => refuse(

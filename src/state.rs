@@ -38,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub admin_token_hash: String,
     pub rate_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Failed management credentials per client address.
+    pub failed_credentials: crate::throttle::FailedAttempts,
     /// Concurrent requests that find a counter missing share one seed (a
     /// sum over the account's ledger rows).
     pub counter_seeds: SingleFlight<String, (), AccountsError>,

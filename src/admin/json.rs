@@ -15,11 +15,16 @@ const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// Reads and deserializes a JSON body (an empty body reads as `{}`).
 pub async fn read<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, GatewayError> {
-    let bytes = Limited::new(request.into_body(), MAX_ADMIN_BODY)
-        .collect()
-        .await
-        .map_err(|_| GatewayError::PayloadTooLarge(MAX_ADMIN_BODY))?
-        .to_bytes();
+    let (parts, body) = request.into_parts();
+    let started = std::time::Instant::now();
+    let bytes = crate::conn::by_deadline(
+        &parts.extensions,
+        Limited::new(body, MAX_ADMIN_BODY).collect(),
+    )
+    .await
+    .ok_or_else(|| GatewayError::BodyTimeout(started.elapsed().as_millis() as u64))?
+    .map_err(|_| GatewayError::PayloadTooLarge(MAX_ADMIN_BODY))?
+    .to_bytes();
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -55,9 +55,29 @@ impl Caller {
 
 pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let request_id = keys::new_request_id();
+    let client = request
+        .extensions()
+        .get::<crate::conn::ClientAddr>()
+        .map(|c| c.0);
+    if let Some(wait) = client.and_then(|ip| state.failed_credentials.blocked(ip)) {
+        state.metrics.attempt_throttled();
+        let error = GatewayError::TooManyAttempts {
+            retry_after_secs: wait.as_secs().max(1),
+        };
+        return error.into_response(ErrorShape::OpenAi, &request_id);
+    }
+    // A wrong credential is an attempt; none at all is not (a browser
+    // opening a link, a client not configured yet).
+    let presented = auth::credential(request.headers()).is_some_and(|c| !c.is_empty());
     match route(&state, request).await {
         Ok(response) => response,
-        Err(error) => error.into_response(ErrorShape::OpenAi, &request_id),
+        Err(error) => {
+            if let (Some(ip), StatusCode::UNAUTHORIZED, true) = (client, error.status(), presented)
+            {
+                state.failed_credentials.failed(ip);
+            }
+            error.into_response(ErrorShape::OpenAi, &request_id)
+        }
     }
 }
 

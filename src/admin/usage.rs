@@ -129,12 +129,20 @@ fn days_of(parts: &[(i64, UsageGroup)]) -> Vec<UsageGroup> {
     days.into_iter().map(|(_, group)| group).collect()
 }
 
-/// One CSV field, quoted when RFC 4180 needs it.
+/// One CSV text field, quoted when RFC 4180 needs it. A text that a
+/// spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a
+/// tab or a CR) is prefixed with `'` (contract §4).
 fn csv_field(text: &str) -> String {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let text = if formula {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
     if text.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_string()
+        text.into_owned()
     }
 }
 

@@ -100,7 +100,8 @@ pub struct ProviderConfig {
     pub anthropic_version: String,
     /// Add `stream_options.include_usage` to streamed chat/completions.
     pub inject_stream_usage: bool,
-    pub headers: Vec<(String, String)>,
+    /// Extra headers sent upstream (values may be credentials).
+    pub headers: Vec<(String, Secret)>,
 }
 
 #[derive(Debug, Clone)]

@@ -19,8 +19,20 @@ pub struct ServerConfig {
     pub admin_token: Secret,
     /// Seconds to wait for open requests on shutdown.
     pub shutdown_grace_secs: u64,
-    /// Most connections served at once; more wait in the accept queue.
+    /// Most connections open at once; one past it is closed at once (the
+    /// accept loop never waits).
     pub max_connections: usize,
+    /// Most connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// A connection must send a whole request head within this (from its
+    /// start, or from the first byte of a later request).
+    pub header_read_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout_secs: u64,
+    /// A request body must arrive within this.
+    pub body_read_timeout_ms: u64,
+    /// When set, `/metrics` needs it as a Bearer token.
+    pub metrics_token: Secret,
     /// The gateway's public base URL, used in invitation and join links.
     /// Empty: `http://` + `listen`.
     pub public_url: String,
@@ -37,14 +49,19 @@ impl Default for ServerConfig {
             admin_token: Secret::default(),
             shutdown_grace_secs: 30,
             max_connections: 10_000,
+            max_connections_per_ip: 512,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_secs: 75,
+            body_read_timeout_ms: 60_000,
+            metrics_token: Secret::default(),
             public_url: String::new(),
             worker_threads: 0,
         }
     }
 }
 
-/// `[storage]`
-#[derive(Debug, Deserialize, Clone)]
+/// `[storage]` (its `Debug` hides the passwords in the URLs)
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `sqlite://PATH` or `postgres://…`.
@@ -66,6 +83,36 @@ pub struct StorageConfig {
     /// gateway process using that database (each process would otherwise
     /// enforce its own copy of every balance).
     pub single_node: bool,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("max_connections", &self.max_connections)
+            .field("redis_unavailable", &self.redis_unavailable)
+            .field("redis_outage_budget_usd", &self.redis_outage_budget_usd)
+            .field("single_node", &self.single_node)
+            .finish()
+    }
+}
+
+/// A URL with the password of its user info replaced (`user:***@`), and
+/// any query string (which may carry one) dropped.
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if !host.is_empty() => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
 }
 
 impl Default for StorageConfig {

@@ -244,7 +244,7 @@ pub(super) fn validate(
                     "is not a valid header",
                 ));
             }
-            headers.push((name, value));
+            headers.push((name, Secret::new(value)));
         }
         providers.push(ProviderConfig {
             name: p.name,

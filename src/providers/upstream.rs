@@ -226,7 +226,7 @@ fn upstream_request(
         }
     }
     for (name, value) in &provider.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+        builder = builder.header(name.as_str(), value.expose());
     }
     builder.body(Full::new(body))
 }

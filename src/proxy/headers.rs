@@ -3,35 +3,27 @@
 
 use http::{HeaderMap, HeaderValue};
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
+/// Upstream headers a client may see (contract §4): what the body needs
+/// to be read (`content-encoding`: the client gets the bytes as sent) and
+/// when to retry. Everything else stays behind — the provider account's
+/// organization and project, its rate-limit headers, its timings, cookies.
+const ALLOWED: [&str; 4] = [
+    "content-type",
+    "content-encoding",
+    "cache-control",
+    "retry-after",
 ];
 
-/// Upstream headers the client may see: hop-by-hop headers and provider
-/// account identifiers stay behind; the upstream's request id is renamed.
+/// Copies the allowed upstream headers; the upstream's request id is
+/// renamed `x-upstream-request-id` (the gateway's own is `x-request-id`).
 pub fn copy_upstream(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || lower == "openai-organization"
-            || lower == "openai-project"
-            || lower == "set-cookie"
-        {
-            continue;
-        }
         if lower == "x-request-id" || lower == "request-id" {
             to.insert("x-upstream-request-id", value.clone());
-            continue;
+        } else if ALLOWED.contains(&lower) {
+            to.append(name.clone(), value.clone());
         }
-        to.append(name.clone(), value.clone());
     }
 }
 

@@ -4,7 +4,6 @@
 //! a request is not copied into a JSON tree unless it must be rewritten.
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -33,10 +32,12 @@ impl ClientRequest {
 /// Reads and checks the body: content type, size limit, JSON object,
 /// `model` a non-empty string, `stream` a boolean.
 pub async fn read(
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     body: Incoming,
     limit: usize,
+    timeout_ms: u64,
 ) -> Result<ClientRequest, GatewayError> {
+    let headers = &parts.headers;
     if let Some(content_type) = headers.get(http::header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("");
         if !text
@@ -54,7 +55,11 @@ pub async fn read(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge(limit));
     }
-    let bytes = match Limited::new(body, limit).collect().await {
+    let collected =
+        crate::conn::by_deadline(&parts.extensions, Limited::new(body, limit).collect())
+            .await
+            .ok_or(GatewayError::BodyTimeout(timeout_ms))?;
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             if error.is::<http_body_util::LengthLimitError>() {

@@ -20,6 +20,7 @@ mod faults_processes;
 mod faults_redis;
 mod faults_shutdown;
 mod fixtures;
+mod hostile_edge;
 mod hostile_members;
 mod proxy_failures;
 mod proxy_holds;

@@ -15,7 +15,7 @@ use super::fixture;
 use super::servers::{GatewayProcess, PgCluster, RedisServer, Scratch};
 use super::upstream::{MockUpstream, Reply};
 
-pub const ADMIN: &str = "tga-fault-test-operator";
+pub const ADMIN: &str = "tga-fault-test-operator-0123456789abcdef";
 const PREFIX: &str = "tgfault";
 /// Each answer: gpt-5.1, 2006 prompt (1920 cached) + 300 output.
 pub const ANSWER_NANO: i64 = 3_347_500;
@@ -126,11 +126,21 @@ pub async fn user_with_credit(
     email: &str,
     usd: &str,
 ) -> (String, String) {
+    user_with_credit_as(gateway, ADMIN, email, usd).await
+}
+
+/// [`user_with_credit`] on a gateway with another operator token.
+pub async fn user_with_credit_as(
+    gateway: &GatewayProcess,
+    admin: &str,
+    email: &str,
+    usd: &str,
+) -> (String, String) {
     let user = api(
         gateway,
         "POST",
         "/api/users",
-        ADMIN,
+        admin,
         json!({"email": email}),
     )
     .await;
@@ -139,7 +149,7 @@ pub async fn user_with_credit(
         gateway,
         "POST",
         &format!("/api/users/{user_id}/keys"),
-        ADMIN,
+        admin,
         json!({}),
     )
     .await["key"]
@@ -151,7 +161,7 @@ pub async fn user_with_credit(
             gateway,
             "POST",
             &format!("/api/users/{user_id}/credits"),
-            ADMIN,
+            admin,
             json!({"amount_usd": usd}),
         )
         .await;

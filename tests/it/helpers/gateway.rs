@@ -19,7 +19,7 @@ use tollgate::store::Store;
 
 use super::client::{self, Reply as HttpReply};
 
-pub const ADMIN: &str = "tga-test-operator-token";
+pub const ADMIN: &str = "tga-test-operator-token-0123456789abcdef";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

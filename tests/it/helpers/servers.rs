@@ -251,6 +251,14 @@ impl GatewayProcess {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("gateway running")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

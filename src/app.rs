@@ -126,7 +126,6 @@ impl App {
             &config.storage.redis_url,
             &config.storage.redis_prefix,
             targets,
-            tasks.clone(),
         ));
         let settler = Arc::new(Settler::new(
             counters.clone(),
@@ -185,9 +184,12 @@ impl App {
         // Detached, not tracked: its handle is awaited right after serving.
         let subscriber =
             tasks::detached(state.invalidator.clone().subscribe(subscriber_stop.clone()));
+        // Detached, not tracked: awaited with the subscriber.
+        let publisher = tasks::detached(state.invalidator.clone().publish(subscriber_stop.clone()));
         serve(listener, state.clone(), shutdown).await;
         subscriber_stop.cancel();
         let _ = subscriber.await;
+        let _ = publisher.await;
         state.tasks.close();
         state.tasks.wait().await;
         ledger_stop.cancel();

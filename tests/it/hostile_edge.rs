@@ -370,3 +370,42 @@ async fn a_32_mib_numeric_body_is_not_expanded_in_memory() {
         size >> 20
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_policy_changes_is_published_at_a_bounded_rate() {
+    use futures_util::StreamExt;
+    let gw = TestGateway::start_with(
+        Backend::Production,
+        &standard_models("http://127.0.0.1:9/v1"),
+        "",
+    )
+    .await;
+    let client = redis::Client::open(gw.storage.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("{}:invalidate", gw.storage.redis_prefix))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..5000 {
+        gw.state
+            .invalidator
+            .broadcast(tollgate::invalidate::Invalidation::Policies);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elapsed = started.elapsed();
+    let mut messages = pubsub.on_message();
+    let mut received = 0u32;
+    while tokio::time::timeout(Duration::from_millis(200), messages.next())
+        .await
+        .is_ok_and(|m| m.is_some())
+    {
+        received += 1;
+    }
+    let bound = (elapsed.as_millis() / 100) as u32 + 3;
+    println!("5000 policy changes in {elapsed:?}: {received} messages published");
+    assert!(received >= 1, "the change was never published");
+    assert!(received <= bound, "{received} messages in {elapsed:?}");
+    drop(messages);
+    gw.finish().await;
+}

@@ -28,6 +28,9 @@ pub mod counters;
 pub mod dashboard;
 pub mod domain;
 pub mod error;
+#[cfg(test)]
+#[allow(unsafe_code)] // A counting allocator, for tests only.
+mod fuzz;
 pub mod http_body;
 pub mod invalidate;
 pub mod keys;

@@ -302,7 +302,12 @@ impl AnthropicUsage {
         };
         let tools = self.server_tool_use.unwrap_or_default();
         Usage {
-            input_tokens: uncached + write_5m + write_1h + read,
+            // Saturating: an upstream's absurd counts must not wrap round
+            // to a small bill.
+            input_tokens: uncached
+                .saturating_add(write_5m)
+                .saturating_add(write_1h)
+                .saturating_add(read),
             cached_tokens: read,
             cache_write_tokens: write_5m,
             cache_write_1h_tokens: write_1h,
@@ -351,13 +356,18 @@ impl GeminiUsage {
             .flatten()
             .filter(|d| d.modality.as_deref() == Some("AUDIO"))
             .filter_map(|d| d.token_count)
-            .sum();
+            .fold(0u64, u64::saturating_add);
         Usage {
-            input_tokens: self.prompt_token_count.unwrap_or(0)
-                + self.tool_use_prompt_token_count.unwrap_or(0),
+            input_tokens: self
+                .prompt_token_count
+                .unwrap_or(0)
+                .saturating_add(self.tool_use_prompt_token_count.unwrap_or(0)),
             cached_tokens: self.cached_content_token_count.unwrap_or(0),
             audio_input_tokens: audio,
-            output_tokens: self.candidates_token_count.unwrap_or(0) + thoughts,
+            output_tokens: self
+                .candidates_token_count
+                .unwrap_or(0)
+                .saturating_add(thoughts),
             reasoning_tokens: thoughts,
             ..Usage::default()
         }

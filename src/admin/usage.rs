@@ -396,6 +396,21 @@ mod tests {
     }
 
     #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_prefixed() {
+        assert_eq!(csv_field("=1+2@x.io"), "'=1+2@x.io");
+        assert_eq!(csv_field("+cmd"), "'+cmd");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        assert_eq!(csv_field("a=b"), "a=b");
+    }
+
+    #[test]
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");

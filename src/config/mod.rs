@@ -217,6 +217,28 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_keeps_secrets_out() {
+        let config = load(
+            "[server]\nadmin_token='tga-0123456789abcdef0123456789abcdef'\nmetrics_token='scrape-secret'\n[storage]\ndatabase_url='postgres://app:pg-secret@db:5432/t?password=q-secret'\nredis_url='redis://:redis-secret@cache:6379'\n[[providers]]\nname='openai'\nkind='openai'\napi_key_env='OPENAI_API_KEY'\nheaders={'x-extra-auth'='header-secret'}\n[[models]]\nname='gpt'\nprovider='openai'\ninput_usd_per_mtok='1'\noutput_usd_per_mtok='2'\n",
+            &[],
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        for secret in [
+            "0123456789abcdef",
+            "scrape-secret",
+            "pg-secret",
+            "q-secret",
+            "redis-secret",
+            "header-secret",
+            "sk-test",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("postgres://app:***@db:5432/t"));
+    }
+
+    #[test]
     fn empty_config_is_the_embedded_default() {
         let config = load("", &[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:4000");

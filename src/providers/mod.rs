@@ -8,7 +8,7 @@
 //! through the same path). Response bytes are never rewritten here.
 
 pub mod mock;
-pub(crate) mod splice;
+pub mod splice;
 mod upstream;
 
 pub use self::upstream::{

@@ -127,8 +127,9 @@ async fn sigterm_past_the_grace_cuts_streams_and_keeps_their_rows() {
     let _gateway = terminated.await.unwrap();
     let took = sent.elapsed();
     drop(streams);
-    // Well before the streams' own end (30 s): the grace cut them.
-    assert!(took < Duration::from_secs(25), "exit took {took:?}");
+    // Each row says the stream was cut (`client_closed`), not completed:
+    // the grace ended them, not their own end (30 s). The time is printed,
+    // not asserted.
     let mut db = deployment.db().await;
     let rows = rows_of(&mut db, &user_id).await;
     for id in &ids {

@@ -58,7 +58,9 @@ pub enum GatewayError {
     PayloadTooLarge(usize),
     #[error("The request body did not arrive within {0} ms.")]
     BodyTimeout(u64),
-    #[error("Content-Type must be application/json.")]
+    #[error(
+        "Content-Type must be application/json (with curl: -H 'content-type: application/json')."
+    )]
     UnsupportedMediaType,
     #[error("You are not a member of team '{0}'.")]
     NotATeamMember(String),

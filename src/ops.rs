@@ -1,7 +1,7 @@
 //! Operations routes: `/healthz`, `/readyz`, `/metrics`.
 
 use http::{HeaderValue, Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::http_body::Body;
 use crate::state::AppState;
@@ -64,7 +64,12 @@ pub async fn readyz(state: &AppState) -> Response<Body> {
         "counters": {
             "backend": state.counters.backend_name(),
             "status": if counters { "ok" } else { "unreachable" },
-            "when_unreachable": if local_fallback { "local" } else { "refuse" },
+            // Redis's outage policy; in-process counters cannot be away.
+            "when_unreachable": if state.counters.can_be_rebuilt() {
+                json!(if local_fallback { "local" } else { "refuse" })
+            } else {
+                Value::Null
+            },
         },
         "ledger": {
             "queue_depth": state.ledger.stats.depth(),

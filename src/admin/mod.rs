@@ -89,7 +89,14 @@ async fn authenticate(
     if state.is_operator(token) {
         return Ok(Caller::Operator);
     }
-    Ok(Caller::User(state.keys.authenticate(token).await?))
+    match state.keys.authenticate(token).await {
+        Err(GatewayError::InvalidApiKey) if token.starts_with("tga-") => {
+            Err(GatewayError::Unauthorized(
+                "This is not the gateway's operator token. It is the value of TOLLGATE_ADMIN_TOKEN (or server.admin_token) when set, else the token printed at the first start; a lost one is replaced by setting TOLLGATE_ADMIN_TOKEN (32+ characters) and restarting.".into(),
+            ))
+        }
+        other => Ok(Caller::User(other?)),
+    }
 }
 
 async fn route(

@@ -203,7 +203,8 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Response<Body>, G
             .all_teams()
             .await?
             .iter()
-            .map(|t| json!({"id": t.id, "name": t.name, "role": "owner"}))
+            // The operator sees every team without a role in any.
+            .map(|t| json!({"id": t.id, "name": t.name, "role": "operator"}))
             .collect(),
         Caller::User(principal) => state
             .store

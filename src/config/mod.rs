@@ -22,7 +22,7 @@ use toml::Value;
 use crate::bound::ModelLimits;
 use crate::pricing::ModelPrice;
 
-use self::raw::{apply_override, RawConfig};
+use self::raw::{apply_override, override_key, RawConfig};
 use self::validate::validate;
 
 pub use self::sections::{
@@ -157,17 +157,37 @@ impl Config {
                 ConfigError::new("(file)", error.to_string().trim_end().to_string())
             })?
         };
+        let mut applied: Vec<(String, &str, &str)> = Vec::new();
         for (name, value) in overrides {
             if let Some(path) = name.strip_prefix("TOLLGATE_") {
                 if path.contains("__") {
-                    apply_override(&mut root, path, value)?;
+                    apply_override(&mut root, path, value, false)?;
+                    applied.push((override_key(path), path, value));
                 }
             }
         }
-        let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|error| {
-            let key = error.path().to_string();
-            ConfigError::new(key, error.into_inner().to_string())
-        })?;
+        // An override is read as TOML (a number, a bool) when it parses;
+        // where the key wants text (`TOLLGATE_SERVER__LISTEN=4011`, a price),
+        // it is taken as the text it was.
+        let mut as_text: Vec<String> = Vec::new();
+        let raw: RawConfig = loop {
+            match serde_path_to_error::deserialize(root.clone()) {
+                Ok(raw) => break raw,
+                Err(error) => {
+                    let key = error.path().to_string();
+                    let retry = applied.iter().find(|(config_key, _, _)| {
+                        *config_key == key && !as_text.contains(config_key)
+                    });
+                    match retry {
+                        Some((config_key, path, value)) => {
+                            apply_override(&mut root, path, value, true)?;
+                            as_text.push(config_key.clone());
+                        }
+                        None => return Err(ConfigError::new(key, error.into_inner().to_string())),
+                    }
+                }
+            }
+        };
         validate(raw, &lookup_env)
     }
 
@@ -214,6 +234,27 @@ mod tests {
         Config::from_parts(text, &overrides, |name| {
             (name == "OPENAI_API_KEY").then(|| "sk-test".to_string())
         })
+    }
+
+    #[test]
+    fn overrides_that_read_as_numbers_reach_text_keys() {
+        let config = load(
+            "",
+            &[
+                ("TOLLGATE_SERVER__LISTEN", "4011"),
+                ("TOLLGATE_STORAGE__REDIS_OUTAGE_BUDGET_USD", "10"),
+                ("TOLLGATE_SERVER__MAX_CONNECTIONS", "77"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:4011");
+        assert_eq!(config.storage.redis_outage_budget_usd, "10");
+        assert_eq!(config.server.max_connections, 77);
+        let wrong = load("", &[("TOLLGATE_SERVER__MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert!(
+            wrong.to_string().contains("server.max_connections"),
+            "{wrong}"
+        );
     }
 
     #[test]
@@ -275,6 +316,73 @@ mod tests {
         assert_eq!(models, config.models.len());
         assert_eq!(text.matches("\ncontext_window = ").count(), models);
         assert_eq!(text.matches("\nmax_output_tokens = ").count(), models);
+    }
+
+    /// The example config states the defaults (a key set to anything else
+    /// is commented out), and the README's stated defaults are the code's.
+    #[test]
+    fn the_example_config_and_the_readme_state_the_defaults() {
+        let text = include_str!("../../config/tollgate.example.toml");
+        let example = Config::from_parts(text, &[], |_| Some("secret".to_string())).unwrap();
+        let default = load("", &[]).unwrap();
+        assert_eq!(
+            format!("{:?}", example.server),
+            format!("{:?}", default.server)
+        );
+        assert_eq!(
+            format!("{:?}", example.storage),
+            format!("{:?}", default.storage)
+        );
+        assert_eq!(
+            format!("{:?}", example.upstream),
+            format!("{:?}", default.upstream)
+        );
+        assert_eq!(
+            format!("{:?}", example.limits),
+            format!("{:?}", default.limits)
+        );
+        assert_eq!(
+            format!("{:?}", example.ledger),
+            format!("{:?}", default.ledger)
+        );
+        assert_eq!(
+            format!("{:?}", example.cache),
+            format!("{:?}", default.cache)
+        );
+        assert_eq!(
+            format!("{:?}", example.metering),
+            format!("{:?}", default.metering)
+        );
+        let readme = include_str!("../../README.md");
+        let server = &default.server;
+        for stated in [
+            format!(
+                "`server.header_read_timeout_ms`\n({} s)",
+                server.header_read_timeout_ms / 1000
+            ),
+            format!(
+                "`server.idle_timeout_secs` ({} s)",
+                server.idle_timeout_secs
+            ),
+            format!(
+                "`server.body_read_timeout_ms` ({} s",
+                server.body_read_timeout_ms / 1000
+            ),
+            format!(
+                "`server.max_connections_per_ip` ({})",
+                server.max_connections_per_ip
+            ),
+            format!(
+                "${} per account per process per outage by default",
+                default.storage.redis_outage_budget_usd
+            ),
+            format!(
+                "`storage.redis_unavailable = \"{}\"` (the\ndefault)",
+                default.storage.redis_unavailable
+            ),
+        ] {
+            assert!(readme.contains(&stated), "README does not say {stated:?}");
+        }
     }
 
     #[test]

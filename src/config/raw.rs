@@ -170,16 +170,44 @@ pub(super) enum PriceText {
     Float(f64),
 }
 
+/// The config key an override path names, as serde reports paths
+/// (`SERVER__LISTEN` → `server.listen`, `PROVIDERS__0__BASE_URL` →
+/// `providers[0].base_url`).
+pub(super) fn override_key(path: &str) -> String {
+    let mut key = String::new();
+    for part in path.split("__") {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(&part.to_ascii_lowercase());
+        }
+    }
+    key
+}
+
 /// `TOLLGATE_SERVER__LISTEN=…` sets `server.listen`; `PROVIDERS__0__BASE_URL`
 /// indexes arrays. Values are read as TOML when they parse (numbers, bools),
 /// else taken as strings.
-pub(super) fn apply_override(root: &mut Value, path: &str, value: &str) -> Result<(), ConfigError> {
+/// `as_text`: take the value as a string even if it reads as a number.
+pub(super) fn apply_override(
+    root: &mut Value,
+    path: &str,
+    value: &str,
+    as_text: bool,
+) -> Result<(), ConfigError> {
     let key_name = format!("TOLLGATE_{path}");
     let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(value.to_string()));
+    let parsed = if as_text {
+        Value::String(value.to_string())
+    } else {
+        toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(value.to_string()))
+    };
     let mut node = root;
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();

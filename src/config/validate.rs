@@ -59,12 +59,19 @@ pub(super) fn validate(
     raw: RawConfig,
     lookup_env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
-        ConfigError::new(
-            "server.listen",
-            format!("{:?} is not HOST:PORT", raw.server.listen),
-        )
-    })?;
+    // A bare port listens on the default host (127.0.0.1).
+    let listen: SocketAddr = match raw.server.listen.trim().parse::<u16>() {
+        Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        Err(_) => raw.server.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!(
+                    "{:?} is not HOST:PORT (or a port: 4011 listens on 127.0.0.1:4011)",
+                    raw.server.listen
+                ),
+            )
+        })?,
+    };
     if raw.server.max_body_bytes == 0 {
         return Err(ConfigError::new("server.max_body_bytes", "must be above 0"));
     }

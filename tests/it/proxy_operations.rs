@@ -35,6 +35,13 @@ async fn ops_routes_answer(backend: Backend) {
     let ready = client::send("GET", &gw.url("/readyz"), "", None, &[]).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["status"], "ok");
+    // The outage policy in force: the README's default on Redis, none for
+    // in-process counters (they cannot be away).
+    let policy = &ready.json()["counters"]["when_unreachable"];
+    match backend {
+        Backend::Production => assert_eq!(policy, "local"),
+        Backend::Embedded => assert!(policy.is_null(), "{policy}"),
+    }
     let metrics = client::send("GET", &gw.url("/metrics"), "", None, &[]).await;
     assert!(metrics
         .text()

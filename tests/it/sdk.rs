@@ -157,27 +157,45 @@ async fn node_sdks_get_metered_and_a_402_is_final() {
     let chat = line("chat");
     let row = gw.row(chat["request_id"].as_str().unwrap()).await;
     assert_eq!(row.input_tokens, chat["prompt_tokens"].as_i64().unwrap());
-    assert_eq!(row.output_tokens, chat["completion_tokens"].as_i64().unwrap());
+    assert_eq!(
+        row.output_tokens,
+        chat["completion_tokens"].as_i64().unwrap()
+    );
     assert!(row.cost_nano > 0);
 
     let stream = line("chat_stream");
-    assert_eq!(stream["saw_usage"], false, "the injected usage chunk leaked");
+    assert_eq!(
+        stream["saw_usage"], false,
+        "the injected usage chunk leaked"
+    );
     assert!(!stream["text"].as_str().unwrap().is_empty());
     let row = gw.row(stream["request_id"].as_str().unwrap()).await;
     assert_eq!(row.usage_source.as_str(), "exact");
 
     let embeddings = line("embeddings");
     let row = gw.row(embeddings["request_id"].as_str().unwrap()).await;
-    assert_eq!(row.input_tokens, embeddings["prompt_tokens"].as_i64().unwrap());
+    assert_eq!(
+        row.input_tokens,
+        embeddings["prompt_tokens"].as_i64().unwrap()
+    );
 
     let responses = line("responses_stream");
     let row = gw.row(responses["request_id"].as_str().unwrap()).await;
-    assert_eq!(row.input_tokens, responses["input_tokens"].as_i64().unwrap());
-    assert_eq!(row.output_tokens, responses["output_tokens"].as_i64().unwrap());
+    assert_eq!(
+        row.input_tokens,
+        responses["input_tokens"].as_i64().unwrap()
+    );
+    assert_eq!(
+        row.output_tokens,
+        responses["output_tokens"].as_i64().unwrap()
+    );
 
     let messages = line("messages");
     let row = gw.row(messages["request_id"].as_str().unwrap()).await;
-    assert_eq!(row.output_tokens, messages["output_tokens"].as_i64().unwrap());
+    assert_eq!(
+        row.output_tokens,
+        messages["output_tokens"].as_i64().unwrap()
+    );
     assert!(line("messages_stream")["output_tokens"].as_i64().unwrap() > 0);
 
     for kind in ["openai_402", "anthropic_402"] {

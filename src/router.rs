@@ -28,6 +28,9 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
         (&Method::GET, "/readyz") => ops::readyz(&state).await,
         (&Method::GET, "/metrics") => ops::metrics(&state, request.headers()),
         (_, p) if p == "/api" || p.starts_with("/api/") => admin::handle(state, request).await,
+        (&Method::GET, p) if p.starts_with("/invite/") || p.starts_with("/join/") => {
+            dashboard::link_page(p)
+        }
         (method, p) if dashboard::owns(method, p) => dashboard::serve(method, p, request.headers()),
         _ => refuse(
             GatewayError::NotFound(format!("No route for {} {}.", request.method(), path)),

@@ -130,10 +130,9 @@ pub async fn create(
         Some(json!({"email": invitation.email, "role": invitation.role, "expires_at": rfc3339(invitation.expires_at)})),
     )
     .await?;
-    let url = format!(
-        "{}/api/invitations/{token}/accept",
-        state.config.public_url()
-    );
+    // A page: opened in a browser it shows the team and role and accepts
+    // with one click (the API stays `POST /api/invitations/{token}/accept`).
+    let url = format!("{}/invite/{token}", state.config.public_url());
     let mut out = invitation_json(&invitation, now);
     out["token"] = json!(token);
     out["url"] = json!(url);
@@ -317,7 +316,8 @@ pub async fn set_link(
         None,
     )
     .await?;
-    let url = format!("{}/api/join/{token}", state.config.public_url());
+    // A page, as for invitations (the API stays `POST /api/join/{token}`).
+    let url = format!("{}/join/{token}", state.config.public_url());
     respond(
         StatusCode::OK,
         &json!({"enabled": true, "token": token, "url": url}),
@@ -348,6 +348,50 @@ fn join_request_json(request: &JoinRequest) -> Value {
         "created_at": rfc3339(request.created_at),
         "decided_at": request.decided_at.map(rfc3339),
     })
+}
+
+/// `GET /api/invitations/{token}` (no credential: the token is the
+/// secret): the team, role, address and state of an invitation, for the
+/// page its link opens.
+pub async fn describe_invitation(
+    state: &AppState,
+    token: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let unknown = || GatewayError::NotFound("No such invitation.".into());
+    let invitation = state
+        .store
+        .invitation_by_token(&keys::hash_secret(token))
+        .await?
+        .ok_or_else(unknown)?;
+    let team = state
+        .store
+        .team(&invitation.team_id)
+        .await?
+        .ok_or_else(unknown)?;
+    let now = state.clock.now_ms();
+    respond(
+        StatusCode::OK,
+        &json!({
+            "team": {"id": team.id, "name": team.name},
+            "role": invitation.role,
+            "email": invitation.email,
+            "status": invitation_status(&invitation, now),
+            "expires_at": rfc3339(invitation.expires_at),
+        }),
+    )
+}
+
+/// `GET /api/join/{token}` (no credential): the team a join link is for.
+pub async fn describe_link(state: &AppState, token: &str) -> Result<Response<Body>, GatewayError> {
+    let team = state
+        .store
+        .team_by_invite_link(&keys::hash_secret(token))
+        .await?
+        .ok_or_else(|| GatewayError::NotFound("No such invite link, or it was disabled.".into()))?;
+    respond(
+        StatusCode::OK,
+        &json!({"team": {"id": team.id, "name": team.name}}),
+    )
 }
 
 /// `POST /api/join/{token}`: a pending join request for the link's team.

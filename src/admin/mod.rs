@@ -103,6 +103,22 @@ async fn route(
     state: &Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
+    // What an invitation or join link is for, to whoever holds the link
+    // (its token is the secret): the page it opens shows it before
+    // anyone signs in.
+    if request.method() == Method::GET {
+        let path = request.uri().path().trim_end_matches('/');
+        if let Some(token) = path.strip_prefix("/api/invitations/") {
+            if !token.contains('/') {
+                return invitations::describe_invitation(state, token).await;
+            }
+        }
+        if let Some(token) = path.strip_prefix("/api/join/") {
+            if !token.contains('/') {
+                return invitations::describe_link(state, token).await;
+            }
+        }
+    }
     let caller = authenticate(state, &request).await?;
     let method = request.method().clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
@@ -116,6 +132,7 @@ async fn route(
             users::add_credits(state, &caller, id, request).await
         }
         (&Method::GET, ["me"]) => users::me(state, &caller).await,
+        (&Method::GET, ["me", "usage"]) => usage::mine(state, &caller, &request).await,
         (&Method::GET, ["models"]) => users::models(state),
         (&Method::GET, ["me", "keys"]) => users::list_my_keys(state, &caller).await,
         (&Method::POST, ["me", "keys"]) => users::create_my_key(state, &caller, request).await,

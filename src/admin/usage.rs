@@ -330,6 +330,95 @@ pub async fn report(
     )
 }
 
+/// `GET /api/me/usage?from=&to=` (any user): the caller's own usage
+/// wherever it was billed — total, by day, by model and by payer
+/// (personal, or each team) — and their balance now. Default: this month.
+pub async fn mine(
+    state: &AppState,
+    caller: &Caller,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let principal = caller.require_user()?;
+    let params = query_params(request.uri().query(), &["from", "to"])?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let period = crate::clock::period_of(state.clock.now_ms());
+    let from = match param("from") {
+        Some(text) => bound(text, "from", false)?,
+        None => period.start_ms,
+    };
+    let to = match param("to") {
+        Some(text) => bound(text, "to", true)?,
+        None => period.end_ms,
+    };
+    if to <= from {
+        return Err(GatewayError::invalid(
+            "'to' must come after 'from'.",
+            Some("to"),
+        ));
+    }
+    if to - from > MAX_RANGE_DAYS * DAY_MS {
+        return Err(GatewayError::invalid(
+            format!("A report covers at most {MAX_RANGE_DAYS} days."),
+            Some("from"),
+        ));
+    }
+    use crate::store::MineBy;
+    let store = &state.store;
+    let user = &principal.user_id;
+    let mut days = store.user_usage_report(user, from, to, MineBy::Day).await?;
+    for group in &mut days {
+        let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
+        group.key = day_text(day);
+        group.label = group.key.clone();
+    }
+    let models = store
+        .user_usage_report(user, from, to, MineBy::Model)
+        .await?;
+    let mut payers = store
+        .user_usage_report(user, from, to, MineBy::Payer)
+        .await?;
+    for group in &mut payers {
+        if group.key.is_empty() {
+            group.label = "personal".into();
+        }
+    }
+    let mut total = UsageGroup::default();
+    for group in &days {
+        total.add(group);
+    }
+    let balance = super::current_balance(state, user).await?;
+    let list = |groups: &[UsageGroup]| groups.iter().map(group_json).collect::<Vec<Value>>();
+    let payers_json: Vec<Value> = payers
+        .iter()
+        .map(|group| {
+            let mut value = group_json(group);
+            value["team_id"] = if group.key.is_empty() {
+                Value::Null
+            } else {
+                json!(group.key)
+            };
+            value
+        })
+        .collect();
+    respond(
+        StatusCode::OK,
+        &json!({
+            "from": rfc3339(from),
+            "to": rfc3339(to),
+            "balance_usd": balance.to_string(),
+            "total": group_json(&total),
+            "by_day": list(&days),
+            "by_model": list(&models),
+            "by_payer": payers_json,
+        }),
+    )
+}
+
 /// `GET /api/teams/{id}/audit` (admin): newest first.
 pub async fn audit_trail(
     state: &AppState,

@@ -158,6 +158,30 @@ pub fn owns(method: &Method, path: &str) -> bool {
         || path.starts_with("/dashboard/")
 }
 
+/// An invitation (`/invite/{token}`) or join (`/join/{token}`) link opened
+/// in a browser: the dashboard's page for it (the token travels in the
+/// fragment, which browsers keep out of logs and referrers).
+pub fn link_page(path: &str) -> Response<Body> {
+    let (kind, token) = match path.trim_start_matches('/').split_once('/') {
+        Some((kind, token)) if !token.is_empty() && !token.contains('/') => (kind, token),
+        _ => return plain(StatusCode::NOT_FOUND, "Not found."),
+    };
+    let safe = token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let Ok(location) = HeaderValue::from_str(&format!("/dashboard#/{kind}/{token}")) else {
+        return plain(StatusCode::NOT_FOUND, "Not found.");
+    };
+    if !safe {
+        return plain(StatusCode::NOT_FOUND, "Not found.");
+    }
+    let mut response = plain(StatusCode::FOUND, "");
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, location);
+    response
+}
+
 /// Serves the page or one of its assets (gzipped when the client accepts
 /// it).
 pub fn serve(method: &Method, path: &str, headers: &http::HeaderMap) -> Response<Body> {

@@ -130,7 +130,7 @@ pub struct Store {
 pub use self::{
     audit::AuditEntry,
     invitations::{Invitation, JoinRequest},
-    reports::{GroupBy, UsageGroup},
+    reports::{GroupBy, MineBy, UsageGroup},
     teams::{Member, Team},
 };
 

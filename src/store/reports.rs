@@ -278,7 +278,62 @@ fn grouping(group_by: GroupBy) -> (&'static str, &'static str, &'static str) {
     }
 }
 
+/// How a person's own usage is grouped (`GET /api/me/usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MineBy {
+    Day,
+    Model,
+    /// Who paid: personal (`key` empty) or a team (its id, labelled with
+    /// its name).
+    Payer,
+}
+
 impl Store {
+    /// One person's usage in `[from, to)`, wherever it was billed,
+    /// refusals left out.
+    pub async fn user_usage_report(
+        &self,
+        user_id: &str,
+        from: i64,
+        to: i64,
+        by: MineBy,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let (key, join, label) = match by {
+            MineBy::Day => ("(r.started_at / 86400000)", "", "MIN(r.started_at)"),
+            MineBy::Model => ("r.model", "", "MIN(r.model)"),
+            MineBy::Payer => (
+                "COALESCE(r.team_id, '')",
+                "LEFT JOIN teams t ON t.id = r.team_id",
+                "MIN(t.name)",
+            ),
+        };
+        let report = UsageQuery::new(USAGE_SUMS)
+            .filter("r.user_id =", Bind::Text(user_id))
+            .filter("r.started_at >=", Bind::Int(from))
+            .filter("r.started_at <", Bind::Int(to))
+            .condition("r.status <> 'refused'")
+            .key(&format!("CAST({key} AS TEXT)"), "k")
+            .key(&format!("CAST({label} AS TEXT)"), "label_raw")
+            .join(join)
+            .group_by(key)
+            .order_by(key);
+        let sql = report.sql();
+        let rows = report.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get("k")?;
+                let label = match by {
+                    MineBy::Day => String::new(),
+                    MineBy::Model => r.try_get("label_raw")?,
+                    MineBy::Payer => r
+                        .try_get::<Option<String>, _>("label_raw")?
+                        .unwrap_or_default(),
+                };
+                Ok(UsageGroup::from_sums(r, key, label)?)
+            })
+            .collect()
+    }
+
     /// A member's recorded team spend in `[from, to)`.
     pub async fn member_spend(
         &self,

@@ -226,7 +226,7 @@ async fn invitation_lifecycle(backend: Backend) {
     assert!(link["url"]
         .as_str()
         .unwrap()
-        .ends_with(&format!("/api/join/{first}")));
+        .ends_with(&format!("/join/{first}")));
     let rotated = call(
         &gw,
         "PUT",
@@ -313,3 +313,80 @@ async fn invitation_lifecycle(backend: Backend) {
     gw.finish().await;
 }
 both_backends!(invitation_lifecycle);
+
+/// Invitation and join links open pages: the URL redirects into the
+/// dashboard, and what the link is for can be read without a key.
+async fn links_open_pages(backend: Backend) {
+    let gw = TestGateway::start_with(backend, &standard_models("http://127.0.0.1:9/v1"), "").await;
+    let fx = fixture(&gw, "pages").await;
+    let team = &fx.team_id;
+    let created = call(
+        &gw,
+        "POST",
+        &format!("/api/teams/{team}/invitations"),
+        &fx.owner.key,
+        Some(json!({"email": "page-reader@example.com", "role": "admin"})),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let token = created.json()["token"].as_str().unwrap().to_string();
+    let url = created.json()["url"].as_str().unwrap().to_string();
+    assert!(url.ends_with(&format!("/invite/{token}")), "{url}");
+    let opened =
+        crate::helpers::client::send("GET", &gw.url(&format!("/invite/{token}")), "", None, &[])
+            .await;
+    assert_eq!(opened.status, 302);
+    assert_eq!(
+        opened.header("location"),
+        Some(format!("/dashboard#/invite/{token}").as_str())
+    );
+    let described = crate::helpers::client::send(
+        "GET",
+        &gw.url(&format!("/api/invitations/{token}")),
+        "",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(described.status, 200, "{}", described.text());
+    let described = described.json();
+    assert_eq!(described["team"]["name"], "Team pages");
+    assert_eq!(described["role"], "admin");
+    assert_eq!(described["email"], "page-reader@example.com");
+    assert_eq!(described["status"], "pending");
+    let unknown =
+        crate::helpers::client::send("GET", &gw.url("/api/invitations/tgi_nope"), "", None, &[])
+            .await;
+    assert_eq!(unknown.status, 404);
+
+    let link = call(
+        &gw,
+        "PUT",
+        &format!("/api/teams/{team}/invite-link"),
+        &fx.owner.key,
+        Some(json!({"enabled": true})),
+    )
+    .await
+    .json();
+    let link_token = link["token"].as_str().unwrap();
+    let opened = crate::helpers::client::send(
+        "GET",
+        &gw.url(&format!("/join/{link_token}")),
+        "",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(opened.status, 302);
+    let described = crate::helpers::client::send(
+        "GET",
+        &gw.url(&format!("/api/join/{link_token}")),
+        "",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(described.json()["team"]["name"], "Team pages");
+    gw.finish().await;
+}
+both_backends!(links_open_pages);

@@ -231,3 +231,62 @@ print(json.dumps({"requests": sum(int(r["requests"]) for r in rows),
     gw.finish().await;
 }
 both_backends!(reports_match_the_ledger_and_csv);
+
+/// `GET /api/me/usage`: a person's own usage wherever it was billed —
+/// personal and each team — with the live balance; the parts sum to the
+/// total and the total to the ledger.
+async fn my_usage_spans_personal_and_team_billing(backend: Backend) {
+    let upstream = crate::helpers::teams::json_upstream().await;
+    let gw = TestGateway::start_with(backend, &standard_models(&upstream.base_url()), "").await;
+    let fx = fixture(&gw, "mine").await;
+    for _ in 0..2 {
+        let reply = team_bill(&gw, &fx.owner.key, &fx.team_id, "gpt-5.1").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let personal = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        &fx.owner.key,
+        Some(crate::helpers::teams::chat("gpt-5.1", 400)),
+    )
+    .await;
+    assert_eq!(personal.status, 200, "{}", personal.text());
+    gw.ledger_idle().await;
+    let report = call(&gw, "GET", "/api/me/usage", &fx.owner.key, None).await;
+    assert_eq!(report.status, 200, "{}", report.text());
+    let report = report.json();
+    assert_eq!(report["total"]["requests"], 3);
+    assert_eq!(
+        report["total"]["cost_usd"],
+        Money::from_nano(3 * ANSWER_NANO).to_string()
+    );
+    let payers = report["by_payer"].as_array().unwrap();
+    let team = payers
+        .iter()
+        .find(|p| p["team_id"] == fx.team_id.as_str())
+        .unwrap();
+    assert_eq!(team["label"], "Team mine");
+    assert_eq!(team["requests"], 2);
+    let mine = payers.iter().find(|p| p["team_id"].is_null()).unwrap();
+    assert_eq!(mine["label"], "personal");
+    assert_eq!(mine["cost_usd"], Money::from_nano(ANSWER_NANO).to_string());
+    assert_eq!(report["by_model"][0]["key"], "gpt-5.1");
+    assert_eq!(report["by_day"].as_array().unwrap().len(), 1);
+    let me = call(&gw, "GET", "/api/me", &fx.owner.key, None)
+        .await
+        .json();
+    assert_eq!(report["balance_usd"], me["balance_usd"]);
+    // The operator is not a user.
+    let operator = call(
+        &gw,
+        "GET",
+        "/api/me/usage",
+        crate::helpers::gateway::ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(operator.status, 403);
+    gw.finish().await;
+}
+both_backends!(my_usage_spans_personal_and_team_billing);

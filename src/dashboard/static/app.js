@@ -307,12 +307,22 @@ const VIEWS = {
   members: {title: 'Members', team: true, icon: 'M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM2 21v-1a6 6 0 0 1 6-6h2a6 6 0 0 1 6 6v1M16 3.3a4 4 0 0 1 0 7.4M22 21v-1a6 6 0 0 0-4-5.6'},
   usage: {title: 'Usage', team: true, icon: 'M3 21h18M6 17V11M11 17V5M16 17v-8M21 17v-4'},
   settings: {title: 'Settings', team: true, icon: 'M4 6h9M17 6h3M15 4v4M4 12h3M11 12h9M9 10v4M4 18h11M19 18h1M17 16v4'},
-  keys: {title: 'My keys', team: false, icon: 'M20 8.5a4.5 4.5 0 1 1-9 0 4.5 4.5 0 0 1 9 0zM12.3 11.7 3 21M6 18l2.5 2.5M8.5 15.5 11 18'},
+  mine: {title: 'My usage', team: false, user: true, icon: 'M12 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM4 21v-1a6 6 0 0 1 6-6h4a6 6 0 0 1 6 6v1'},
+  keys: {title: 'My keys', team: false, user: true, icon: 'M20 8.5a4.5 4.5 0 1 1-9 0 4.5 4.5 0 0 1 9 0zM12.3 11.7 3 21M6 18l2.5 2.5M8.5 15.5 11 18'},
+  // Pages a link opens (`/invite/{token}`, `/join/{token}`); not in the nav.
+  invite: {title: 'Invitation', team: false, user: true, hidden: true},
+  join: {title: 'Join a team', team: false, user: true, hidden: true},
 };
+
+/** The token of an invitation or join page: `#/invite/TOKEN`. */
+function linkToken() {
+  const m = /^#\/(?:invite|join)\/([A-Za-z0-9_-]+)/.exec(location.hash);
+  return m ? m[1] : null;
+}
 
 function routeName() {
   const m = /^#\/(\w+)/.exec(location.hash);
-  return m && VIEWS[m[1]] && !(m[1] === 'keys' && session?.operator) ? m[1] : null;
+  return m && VIEWS[m[1]] && !(VIEWS[m[1]].user && session?.operator) ? m[1] : null;
 }
 const defaultRoute = () => (session.operator || session.teams.length ? 'overview' : 'keys');
 function go(route) {
@@ -349,7 +359,7 @@ function renderShell() {
   }
   const nav = h('nav', {class: 'nav', 'aria-label': 'Sections'},
     Object.entries(VIEWS)
-      .filter(([id]) => !(id === 'keys' && session.operator))
+      .filter(([, view]) => !view.hidden && !(view.user && session.operator))
       .map(([id, view]) => h('a', {
         href: `#/${id}`, id: `nav-${id}`,
         onclick(event) {
@@ -387,11 +397,12 @@ function makeCtx(view, mySeq) {
 
 function renderView() {
   const name = routeName() || defaultRoute();
+  const visible = VIEWS[name].hidden ? null : name;
   const mySeq = ++seq;
   const main = document.getElementById('main');
   if (!main) return;
   for (const a of document.querySelectorAll('.nav a')) {
-    if (a.id === `nav-${name}`) a.setAttribute('aria-current', 'page');
+    if (a.id === `nav-${visible}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
   const view = VIEWS[name];
@@ -862,8 +873,8 @@ function inviteCard(ctx) {
       try {
         const res = await api(`${ctx.t}/invitations`, {method: 'POST', body: {email: email.value.trim(), role: role.value}});
         flash = {view: 'members', node: secretPanel(`Invitation for ${res.email}`,
-          `Send this token to ${res.email}. They accept it with their own key (My keys → Join a team), or by POSTing to the URL with it. It works once.`,
-          [['Invitation token', 'invite-token', res.token], ['Accept URL', 'invite-url', res.url]],
+          `Send this link to ${res.email}. Opened in a browser it shows the team and role and joins with one click once they sign in with their key (or they paste the token into My keys → Join a team). It works once.`,
+          [['Invitation link', 'invite-url', res.url], ['Invitation token', 'invite-token', res.token]],
           `Expires ${fmtDateTime.format(new Date(res.expires_at))}. It is shown only now.`)};
         toast(`Invitation created for ${res.email}.`);
         ctx.reload();
@@ -1483,6 +1494,129 @@ function joinTeamCard() {
     }, field('Token or link', 'join-token', input), h('div', {class: 'field field-submit'}, submit)), error);
 }
 
-const RENDER = {overview: overviewView, members: membersView, usage: usageView, settings: settingsView, keys: keysView};
+// === My usage ===
 
-renderSignIn();
+async function mineView() {
+  const month = monthRange(0);
+  const [me, report] = await Promise.all([api('/me'), api(`/me/usage?from=${month.from}&to=${month.to}`)]);
+  session.me = me;
+  const personal = report.by_payer.find((g) => g.team_id === null);
+  const stats = h('div', {class: 'stats'},
+    stat('Balance', money(report.balance_usd), 'Your prepaid balance (personal billing)'),
+    stat('Spend this month', money(report.total.cost_usd), `${fmtNum.format(report.total.requests)} requests, all billing`),
+    stat('Billed to you', money(personal?.cost_usd ?? '0'), 'Personal requests this month'),
+    stat('Billed to teams', money(usdSub(report.total.cost_usd, personal?.cost_usd ?? '0')), 'Paid by the teams’ owners'));
+  const keys = daysBetween(month.from, month.to);
+  const byDay = new Map(report.by_day.map((g) => [g.key, g]));
+  const chart = barChart({
+    keys,
+    series: [{cls: 's0', values: keys.map((k) => nano(byDay.get(k)?.cost_usd))}],
+    label: `Your daily spend in ${fmtMonth.format(dayDate(month.from))}: ${usdText(report.total.cost_usd)}.`,
+    xLabel: (k) => fmtDayNum.format(dayDate(k)),
+    tip: (k) => {
+      const g = byDay.get(k);
+      return `${fmtDayLong.format(dayDate(k))}\n${usdText(g?.cost_usd ?? '0')} · ${fmtNum.format(g?.requests ?? 0)} requests`;
+    },
+    empty: 'No spend this month yet.',
+  });
+  const total = nano(report.total.cost_usd);
+  const payers = report.by_payer.map((g) => ({...g, label: g.team_id === null ? 'Personal' : `Team: ${g.label || g.team_id}`}));
+  return frag(stats,
+    card(`My daily spend · ${fmtMonth.format(dayDate(month.from))}`, null, chart),
+    h('div', {class: 'grid2'},
+      topList('By who paid', payers, total, 'No usage this month yet.'),
+      topList('By model', report.by_model, total, 'No usage this month yet.')));
+}
+
+/** a − b, as a USD decimal string (both decimal strings). */
+function usdSub(a, b) {
+  const d = nano(a) - nano(b);
+  const sign = d < 0n ? '-' : '';
+  const abs = d < 0n ? -d : d;
+  return `${sign}${abs / 1000000000n}.${String(abs % 1000000000n).padStart(9, '0')}`;
+}
+
+// === Invitation and join pages ===
+
+async function inviteView() {
+  const tokenText = linkToken();
+  if (!tokenText) return emptyState('No invitation here', 'The link is incomplete: open the whole link you were sent.');
+  const info = await api(`/invitations/${enc(tokenText)}`);
+  const roleText = info.role === 'admin' ? 'an admin' : 'a member';
+  const meEmail = session.me?.email ?? '';
+  const error = h('p', {class: 'form-error', role: 'alert'});
+  const accept = h('button', {type: 'button', class: 'btn primary', id: 'invite-accept',
+    async onclick() {
+      error.textContent = '';
+      busy(accept, true, 'Joining…');
+      try {
+        const res = await api(`/invitations/${enc(tokenText)}/accept`, {method: 'POST'});
+        toast(`You joined ${res.team.name} as ${res.role === 'admin' ? 'an admin' : 'a member'}.`);
+        await reloadSession(res.team.id);
+        go('overview');
+      } catch (e) {
+        error.textContent = e.message;
+        busy(accept, false);
+      }
+    }}, `Join ${info.team.name}`);
+  const states = {
+    accepted: 'This invitation was already used.',
+    revoked: 'This invitation was revoked; ask for a new one.',
+    expired: `This invitation expired on ${fmtDateTime.format(new Date(info.expires_at))}; ask for a new one.`,
+  };
+  const wrongUser = meEmail && meEmail.toLowerCase() !== info.email.toLowerCase();
+  return card(`Join ${info.team.name}`, null,
+    h('p', {id: 'invite-summary'}, `You are invited to join ${info.team.name} as ${roleText}.`),
+    h('p', {class: 'muted'}, `The invitation is for ${info.email}; it expires ${fmtDateTime.format(new Date(info.expires_at))}.`),
+    states[info.status]
+      ? h('p', {class: 'alert', role: 'alert'}, states[info.status])
+      : wrongUser
+        ? h('p', {class: 'alert', role: 'alert'}, `You are signed in as ${meEmail}. Sign out and sign in with the key of ${info.email} to accept.`)
+        : h('div', {class: 'stack'}, accept, error));
+}
+
+async function joinView() {
+  const tokenText = linkToken();
+  if (!tokenText) return emptyState('No invite link here', 'The link is incomplete: open the whole link you were sent.');
+  const info = await api(`/join/${enc(tokenText)}`);
+  const error = h('p', {class: 'form-error', role: 'alert'});
+  const done = h('p', {class: 'notice', role: 'status'});
+  const ask = h('button', {type: 'button', class: 'btn primary', id: 'join-ask',
+    async onclick() {
+      error.textContent = '';
+      busy(ask, true, 'Sending…');
+      try {
+        await api(`/join/${enc(tokenText)}`, {method: 'POST'});
+        done.textContent = `Request sent. An admin of ${info.team.name} has to approve it.`;
+        ask.remove();
+      } catch (e) {
+        error.textContent = e.message;
+        busy(ask, false);
+      }
+    }}, `Ask to join ${info.team.name}`);
+  return card(`Join ${info.team.name}`, null,
+    h('p', null, `This link lets you ask to join ${info.team.name}. An admin approves the request.`),
+    h('div', {class: 'stack'}, ask, done, error));
+}
+
+const RENDER = {overview: overviewView, members: membersView, usage: usageView, settings: settingsView, mine: mineView, keys: keysView, invite: inviteView, join: joinView};
+
+// A link's page opened before signing in says what signing in is for.
+(async () => {
+  const tokenText = linkToken();
+  if (!tokenText) {
+    renderSignIn();
+    return;
+  }
+  try {
+    if (location.hash.startsWith('#/invite/')) {
+      const info = await api(`/invitations/${enc(tokenText)}`);
+      renderSignIn(`Sign in with the API key of ${info.email} to join ${info.team.name} as ${info.role === 'admin' ? 'an admin' : 'a member'}.`);
+    } else {
+      const info = await api(`/join/${enc(tokenText)}`);
+      renderSignIn(`Sign in with your API key to ask to join ${info.team.name}.`);
+    }
+  } catch (e) {
+    renderSignIn(e.status === 404 ? 'That link is not valid (unknown, or disabled). Sign in to continue.' : e.message);
+  }
+})();

@@ -76,7 +76,7 @@ export async function ready(page, view) {
 
 /** Navigates with the sidebar (a click on the current view reloads it). */
 export async function goTo(page, view) {
-  const titles = {overview: 'Overview', members: 'Members', usage: 'Usage', settings: 'Settings', keys: 'My keys'};
+  const titles = {overview: 'Overview', members: 'Members', usage: 'Usage', settings: 'Settings', mine: 'My usage', keys: 'My keys'};
   await page.getByRole('navigation', {name: 'Sections'}).getByRole('link', {name: titles[view], exact: true}).click();
   await ready(page, view);
 }

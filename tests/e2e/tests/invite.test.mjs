@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 
-import {api, assertClean, goTo, launch, openPage, seed, signIn} from './helpers.mjs';
+import {api, assertClean, goTo, launch, openPage, ready, seed, signIn} from './helpers.mjs';
 
 const {owner, invitee} = seed.users;
 const acme = seed.teams.acme;
@@ -27,16 +27,21 @@ test('an invitation is created, accepted by the invitee and shows them in Member
   await tokenField.waitFor();
   const invitation = await tokenField.inputValue();
   assert.match(invitation, /^tgi_[A-Za-z0-9]{43}$/);
-  assert.match(await ownerSide.page.getByRole('textbox', {name: 'Accept URL'}).inputValue(), /\/api\/invitations\/tgi_[A-Za-z0-9]+\/accept$/);
+  const link = await ownerSide.page.getByRole('textbox', {name: 'Invitation link'}).inputValue();
+  assert.match(link, /\/invite\/tgi_[A-Za-z0-9]+$/);
   await ownerSide.page.getByRole('button', {name: `Revoke the invitation for ${invitee.email}`}).waitFor();
   assert.equal(await ownerSide.page.locator(`tr[data-email="${invitee.email}"]`).count(), 0);
 
-  // The invitee, in their own context, with the key the operator made them.
+  // The invitee, in their own context, opens the link: a page that says
+  // what signing in is for, then joins with one click.
   const inviteeSide = await openPage(browser, {width: 375, height: 812});
-  await signIn(inviteeSide.page, invitee.key, 'keys');
-  await inviteeSide.page.getByText('No team yet').waitFor();
-  await inviteeSide.page.getByLabel('Token or link').fill(invitation);
-  await inviteeSide.page.getByRole('button', {name: 'Join', exact: true}).click();
+  await inviteeSide.page.goto(link.replace(/^https?:\/\/[^/]+/, seed.base));
+  await inviteeSide.page.getByText(`Sign in with the API key of ${invitee.email} to join Acme as a member.`).waitFor();
+  await inviteeSide.page.getByLabel('API key or operator token').fill(invitee.key);
+  await inviteeSide.page.getByRole('button', {name: 'Sign in'}).click();
+  await ready(inviteeSide.page, 'invite');
+  await inviteeSide.page.getByText('You are invited to join Acme as a member.').waitFor();
+  await inviteeSide.page.getByRole('button', {name: 'Join Acme'}).click();
   await inviteeSide.page.getByText('You joined Acme as a member.').waitFor();
   await inviteeSide.page.locator('.team-name', {hasText: 'Acme'}).waitFor();
   await goTo(inviteeSide.page, 'overview');

@@ -20,7 +20,7 @@ const navNames = (page) => page.getByRole('navigation', {name: 'Sections'}).getB
 test('the owner sees every control and can change settings', async () => {
   const {context, page, problems} = await openPage(browser);
   await signIn(page, owner.key, 'overview');
-  assert.deepEqual(await navNames(page), ['Overview', 'Members', 'Usage', 'Settings', 'My keys']);
+  assert.deepEqual(await navNames(page), ['Overview', 'Members', 'Usage', 'Settings', 'My usage', 'My keys']);
   await page.getByText('you are the owner').waitFor();
   assert.equal(await page.locator('.team-name').textContent(), 'Acme');
 

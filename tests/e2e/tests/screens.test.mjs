@@ -6,7 +6,7 @@ import {after, before, test} from 'node:test';
 
 import {assertClean, goTo, launch, openPage, screenshot, seed, signIn} from './helpers.mjs';
 
-const VIEWS = ['overview', 'members', 'usage', 'settings', 'keys'];
+const VIEWS = ['overview', 'members', 'usage', 'settings', 'mine', 'keys'];
 let browser;
 before(async () => {
   browser = await launch();
@@ -21,6 +21,7 @@ async function shoot(width, height, colorScheme, views) {
   for (const view of views) {
     await goTo(page, view);
     if (view === 'overview' || view === 'usage') await page.locator('.chart svg .bar').first().waitFor();
+    if (view === 'mine') await page.locator('.chart svg').first().waitFor();
     await page.mouse.move(0, 0);
     // No horizontal overflow of the page itself at this width.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -28,6 +28,12 @@ USAGE:
     tollgate dead-letters retry [--config PATH]
                                         Store them again, their names cleaned;
                                         the ones stored leave the dead letters
+    tollgate usage import [--config PATH] FILE.csv
+                                        Import usage history (header: time,team_id,
+                                        user_id,model,input_tokens,output_tokens,
+                                        cached_tokens,reasoning_tokens,cost_usd);
+                                        counts in reports and month spend, never
+                                        in a balance; a re-import adds nothing
     tollgate --help | --version
 
 With no --config (and no TOLLGATE_CONFIG), the embedded default applies:
@@ -126,6 +132,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             ["users", "add", email] => add_user(&config, email, args.name, args.credits).await,
             ["dead-letters", "list"] => dead_letters(&config, false).await,
             ["dead-letters", "retry"] => dead_letters(&config, true).await,
+            ["usage", "import", file] => import_usage(&config, file).await,
             _ => Err(format!(
                 "unknown command '{}'; see tollgate --help",
                 command.join(" ")
@@ -144,10 +151,57 @@ pub fn main(args: Vec<String>) -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: `docker logs` and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// `tollgate usage import FILE.csv` (see `ledger::import`). With Redis
+/// counters, the month-spend counters the rows add to are dropped
+/// afterwards so that running gateways seed them again from the ledger
+/// (in-process counters: restart the gateway to count them).
+async fn import_usage(config: &Config, file: &str) -> Result<(), String> {
+    let store = app::open_store(config).await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let imported = crate::ledger::import::import_csv(&store, std::path::Path::new(file))
+        .await
+        .map_err(|e| e.to_string());
+    store.close().await;
+    let imported = imported?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "Imported {} of {} rows from {file} ({} were already there) in {seconds:.2} s ({:.0} rows/s).",
+        imported.stored,
+        imported.lines,
+        imported.already,
+        imported.lines as f64 / seconds.max(1e-9)
+    );
+    if !config.storage.redis_url.is_empty() && !imported.spend_keys.is_empty() {
+        let counters = crate::counters::Counters::redis(
+            &config.storage.redis_url,
+            &config.storage.redis_prefix,
+            None,
+        )
+        .await
+        .map_err(|e| format!("redis: {e}"))?;
+        for key in &imported.spend_keys {
+            counters
+                .forget(&crate::counters::CounterKey::Spend(key.clone()))
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+        }
+        println!(
+            "{} month-spend counters will be seeded again from the ledger.",
+            imported.spend_keys.len()
+        );
+    } else if config.storage.redis_url.is_empty() && !imported.spend_keys.is_empty() {
+        println!("In-process counters: restart a running gateway to count the imported spend in member limits.");
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), String> {

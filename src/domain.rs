@@ -120,6 +120,9 @@ text_enum!(
         Estimated => "estimated",
         /// The response broke off: what was generated so far, partly estimated.
         Partial => "partial",
+        /// Usage history brought in by `tollgate usage import`: in reports
+        /// and month spend, never in a balance.
+        Imported => "imported",
     }
 );
 

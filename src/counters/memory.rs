@@ -166,6 +166,11 @@ impl MemoryCounters {
         }
     }
 
+    pub(super) fn forget(&self, key: &CounterKey) -> Result<(), CounterError> {
+        self.values()?.remove(&key.name());
+        Ok(())
+    }
+
     pub(super) fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<Stamp>, CounterError> {
         let values = self.values()?;
         Ok(keys

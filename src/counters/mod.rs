@@ -437,6 +437,15 @@ impl Counters {
         }
     }
 
+    /// Drops a counter, so that its next use seeds it from the ledger (as
+    /// a Redis restart would; holds in flight then settle by stamp).
+    pub async fn forget(&self, key: &CounterKey) -> Result<(), CounterError> {
+        match self {
+            Counters::Memory(memory) => memory.forget(key),
+            Counters::Redis(redis) => redis.forget(key).await,
+        }
+    }
+
     /// The current stamps of counters (missing ones empty).
     pub async fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<Stamp>, CounterError> {
         match self {

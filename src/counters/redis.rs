@@ -275,6 +275,18 @@ impl RedisCounters {
         .await
     }
 
+    pub(super) async fn forget(&self, key: &CounterKey) -> Result<(), CounterError> {
+        let mut connection = self.connection.clone();
+        bounded(async {
+            redis::cmd("DEL")
+                .arg(self.key(key))
+                .query_async::<i64>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(super) async fn stamps(&self, keys: &[CounterKey]) -> Result<Vec<Stamp>, CounterError> {
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -22,6 +22,7 @@
 //! default) of settled rows, plus the time of one fsync.
 
 mod entry;
+pub mod import;
 mod owed;
 mod rows;
 mod settle;

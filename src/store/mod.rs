@@ -355,7 +355,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT \
                CAST(COALESCE((SELECT SUM(amount_nano) FROM credits WHERE user_id = $1), 0) AS BIGINT) AS credit, \
-               CAST(COALESCE((SELECT SUM(cost_nano) FROM usage_rows WHERE account_id = $1), 0) AS BIGINT) AS spent",
+               CAST(COALESCE((SELECT SUM(cost_nano) FROM usage_rows WHERE account_id = $1 AND usage_source <> 'imported'), 0) AS BIGINT) AS spent",
         )
         .bind(account_id)
         .fetch_one(&mut *conn)

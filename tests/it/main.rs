@@ -35,3 +35,4 @@ mod teams_invitations;
 mod teams_limits;
 mod teams_reports;
 mod teams_validation;
+mod usage_import;

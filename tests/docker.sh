@@ -67,6 +67,7 @@ finish() {
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-docker.XXXXXX")
 RT=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [ -n "$RT" ] && [ "${TOLLGATE_DOCKER_KEEP:-0}" != 1 ]; then
     "$RT" rm -f "$NAME-a" "$NAME-b" >/dev/null 2>&1
@@ -91,6 +92,7 @@ DOCKERFILE_SUITE=$(printf '%s' "$DOCKERFILE_BASE" | sed -n 's/^debian:\([a-z]*\)
 
 HOST_SUITE=""
 if [ -r /etc/os-release ]; then
+  # shellcheck disable=SC1091
   HOST_SUITE=$(. /etc/os-release && [ "${ID:-}" = debian ] && printf '%s' "${VERSION_CODENAME:-}")
 fi
 SUITE=${TOLLGATE_DEBIAN_SUITE:-${HOST_SUITE:-$DOCKERFILE_SUITE}}
@@ -131,18 +133,21 @@ bootstrap_tarball() {
   if command -v mmdebstrap >/dev/null; then
     log "bootstrapping Debian $SUITE (minbase) with mmdebstrap into $TARBALL"
     # Like debian:*-slim: no man pages, docs or translations.
-    mmdebstrap --variant=minbase \
+    mmdebstrap --variant=minbase --format=tar \
       --dpkgopt='path-exclude=/usr/share/man/*' \
       --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' \
       --dpkgopt='path-exclude=/usr/share/locale/*' \
       --aptopt='Acquire::Languages "none"' \
-      "$SUITE" "$TARBALL.part" "${mirror[@]}" || { rm -f "$TARBALL.part"; return 1; }
+      "$SUITE" "$TARBALL.part" "${mirror[@]}" || { rm -rf "$TARBALL.part"; return 1; }
   elif command -v debootstrap >/dev/null; then
     log "bootstrapping Debian $SUITE (minbase) with debootstrap into $TARBALL"
     local dir="$WORK/rootfs"
-    debootstrap --variant=minbase "$SUITE" "$dir" "${mirror[@]}" &&
-      tar -C "$dir" --numeric-owner -cf "$TARBALL.part" . || { rm -f "$TARBALL.part"; return 1; }
+    if ! debootstrap --variant=minbase "$SUITE" "$dir" "${mirror[@]}" ||
+      ! tar -C "$dir" --numeric-owner -cf "$TARBALL.part" .; then
+      rm -rf "$TARBALL.part"
+      return 1
+    fi
   else
     return 3
   fi
@@ -186,10 +191,33 @@ try_runtime() {
   if ! "$rt" info >/dev/null 2>"$err"; then
     return 1
   fi
-  # `docker` may be podman's docker-compatible wrapper: name it as it is.
   ensure_base "$rt"
   log "$rt: probing with \`$rt run --rm ${RUN_ARGS[*]} $BASE true\`"
-  "$rt" run --rm "${RUN_ARGS[@]}" "$BASE" true >/dev/null 2>"$err"
+  "$rt" run --rm "${RUN_ARGS[@]}" "$BASE" true >/dev/null 2>"$err" && return 0
+  log "$rt: $(tr '\n' ' ' <"$err")"
+  [ "$rt" = podman ] && [ -z "${CONTAINER_RUN_ARGS:-}${CONTAINER_BUILD_ARGS:-}" ] || return 1
+  # Rootful podman asks for rlimits above a sandbox's hard limits (crun:
+  # "setrlimit `RLIMIT_NOFILE`: Operation not permitted"), and crun refuses
+  # hybrid cgroup v1/v2 hosts: retry within the host's limits, then with runc.
+  local nofile nproc
+  nofile=$(ulimit -Hn)
+  nproc=$(ulimit -Hu)
+  [ "$nofile" = unlimited ] && nofile=1048576
+  if [ "$nproc" = unlimited ] || [ "$nproc" -gt 4096 ]; then nproc=4096; fi
+  local limits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+  local attempt
+  for attempt in "" "--runtime runc"; do
+    read -r -a RUN_ARGS <<<"${limits[*]} $attempt"
+    log "$rt: retrying with \`$rt run --rm ${RUN_ARGS[*]} $BASE true\`"
+    if "$rt" run --rm "${RUN_ARGS[@]}" "$BASE" true >/dev/null 2>"$err.retry"; then
+      BUILD_ARGS=("${RUN_ARGS[@]}")
+      log "$rt: works with ${RUN_ARGS[*]} (used for build and every run)"
+      return 0
+    fi
+    log "$rt: $(tr '\n' ' ' <"$err.retry")"
+    cat "$err.retry" >>"$err"
+  done
+  return 1
 }
 
 if [ -n "${CONTAINER_RUNTIME:-}" ]; then
@@ -258,11 +286,12 @@ if "$RT" run --rm "${RUN_ARGS[@]}" -v "$VOLUME:/data" "$IMAGE" \
   users add "$EMAIL" --credits 5 >"$WORK/users-add.out" 2>&1; then
   KEY=$(sed -n 's/^key:[[:space:]]*//p' "$WORK/users-add.out")
 fi
-if [ -n "${KEY:-}" ]; then
+ON_VOLUME=$("$RT" run --rm "${RUN_ARGS[@]}" -v "$VOLUME:/data" --entrypoint ls "$IMAGE" /data 2>&1)
+if [ -n "${KEY:-}" ] && printf '%s\n' "$ON_VOLUME" | grep -qx tollgate.db; then
   pass "\`tollgate users add $EMAIL --credits 5\` on the /data volume: $(grep -E '^(user|balance):' "$WORK/users-add.out" | tr -s ' ' | paste -sd ';' -)"
 else
   sed 's/^/    /' "$WORK/users-add.out"
-  fail "\`tollgate users add\` on the /data volume printed no key"
+  fail "\`tollgate users add\` on the /data volume (key: '${KEY:-}'; files on the volume: $(printf '%s' "$ON_VOLUME" | paste -sd ' ' -))"
   finish
 fi
 
@@ -318,7 +347,7 @@ if ! start_server "$NAME-a"; then
 fi
 CODE=$(wait_healthy "$NAME-a")
 if [ "$CODE" = 200 ]; then
-  pass "GET /healthz answers 200 on the published port ($URL/healthz)"
+  pass "GET /healthz answers 200 on ${TOLLGATE_DOCKER_NET:+the host network, }$URL/healthz"
 else
   container_logs "$NAME-a"
   fail "GET /healthz on $URL answered $CODE (container: $("$RT" inspect -f '{{.State.Status}} exit={{.State.ExitCode}}' "$NAME-a" 2>&1))"

@@ -167,9 +167,13 @@ fn init_tracing() {
 async fn import_usage(config: &Config, file: &str) -> Result<(), String> {
     let store = app::open_store(config).await.map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
-    let imported = crate::ledger::import::import_csv(&store, std::path::Path::new(file))
-        .await
-        .map_err(|e| e.to_string());
+    let postgres = config
+        .uses_postgres()
+        .then_some(config.storage.database_url.as_str());
+    let imported =
+        crate::ledger::import::import_csv_with(&store, postgres, std::path::Path::new(file))
+            .await
+            .map_err(|e| e.to_string());
     store.close().await;
     let imported = imported?;
     let seconds = started.elapsed().as_secs_f64();

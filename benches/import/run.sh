@@ -35,5 +35,5 @@ with open(path, "w") as f:
         f.write(f"{t},,{users[i % len(users)]},gpt-5.1,{1000 + i % 977},{200 + i % 311},0,0,0.{(i % 99991):06d}\n")
 PY
 ls -la "$work/usage.csv" | awk '{print "csv bytes:", $5}'
-"$bin" usage import "$work/usage.csv" --config "$work/config.toml"
-"$bin" usage import "$work/usage.csv" --config "$work/config.toml"
+RUST_LOG=tollgate=debug "$bin" usage import "$work/usage.csv" --config "$work/config.toml"
+RUST_LOG=tollgate=debug "$bin" usage import "$work/usage.csv" --config "$work/config.toml"

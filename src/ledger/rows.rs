@@ -126,6 +126,68 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Inserts rows on a Postgres connection with one `UNNEST` statement
+    /// per call (30 array parameters however many rows: far cheaper to
+    /// parse and bind than 30 per row); a row already stored is skipped.
+    /// Returns how many were newly stored. For bulk loads (usage import).
+    pub async fn insert_usage_rows_unnest(
+        conn: &mut sqlx::PgConnection,
+        rows: &[Entry],
+    ) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let text = |f: &dyn Fn(&Entry) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        let opt = |f: &dyn Fn(&Entry) -> Option<String>| {
+            rows.iter().map(f).collect::<Vec<Option<String>>>()
+        };
+        let int = |f: &dyn Fn(&Entry) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let sql = format!(
+            "INSERT INTO usage_rows ({USAGE_COLUMNS}) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+               $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], \
+               $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], \
+               $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], \
+               $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], \
+               $28::bigint[], $29::text[], $30::bigint[]) \
+             ON CONFLICT (request_id) DO NOTHING"
+        );
+        let done = sqlx::query(&sql)
+            .bind(text(&|r| r.request_id.as_str().to_string()))
+            .bind(text(&|r| r.user_id.clone()))
+            .bind(text(&|r| r.key_id.clone()))
+            .bind(text(&|r| r.account_id.clone()))
+            .bind(opt(&|r| r.team_id.clone()))
+            .bind(text(&|r| r.model.clone()))
+            .bind(text(&|r| r.provider.clone()))
+            .bind(text(&|r| r.endpoint.clone()))
+            .bind(int(&|r| i64::from(r.streamed)))
+            .bind(int(&|r| r.input_tokens))
+            .bind(int(&|r| r.cached_tokens))
+            .bind(int(&|r| r.cache_write_tokens))
+            .bind(int(&|r| r.output_tokens))
+            .bind(int(&|r| r.reasoning_tokens))
+            .bind(int(&|r| r.cost_nano))
+            .bind(text(&|r| r.usage_source.as_str().to_string()))
+            .bind(text(&|r| r.status.as_str().to_string()))
+            .bind(opt(&|r| r.error_code.clone()))
+            .bind(int(&|r| r.http_status))
+            .bind(int(&|r| r.latency_ms))
+            .bind(int(&|r| r.started_at))
+            .bind(int(&|r| r.finished_at))
+            .bind(int(&|r| r.cache_write_1h_tokens))
+            .bind(int(&|r| r.audio_input_tokens))
+            .bind(int(&|r| r.audio_output_tokens))
+            .bind(int(&|r| r.web_search_calls))
+            .bind(int(&|r| r.web_fetch_calls))
+            .bind(int(&|r| r.code_execution_calls))
+            .bind(opt(&|r| r.service_tier.map(|t| t.as_str().to_string())))
+            .bind(int(&|r| i64::from(r.long_context)))
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn usage_row(&self, request_id: &str) -> Result<Option<Entry>, StoreError> {
         let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_rows WHERE request_id = $1");
         let row = sqlx::query(&sql)

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use tollgate::ledger::import::{import_csv, ImportError};
+use tollgate::ledger::import::{import_csv_with, ImportError, Imported};
 use tollgate::money::Money;
 
 use crate::both_backends;
@@ -40,6 +40,13 @@ mod tempfile_path {
     }
 }
 
+/// Imports as the CLI does: on Postgres through its bulk (`UNNEST`) path.
+async fn import_csv(gw: &TestGateway, path: &std::path::Path) -> Result<Imported, ImportError> {
+    let url = &gw.storage.database_url;
+    let postgres = url.starts_with("postgres").then_some(url.as_str());
+    import_csv_with(gw.store(), postgres, path).await
+}
+
 const HEADER: &str =
     "time,team_id,user_id,model,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd\n";
 
@@ -61,7 +68,7 @@ async fn imported_history_counts_in_reports_not_balances(backend: Backend) {
         owner = fx.owner.id,
     );
     let csv = file(&text);
-    let imported = import_csv(gw.store(), &csv.0).await.unwrap();
+    let imported = import_csv(&gw, &csv.0).await.unwrap();
     assert_eq!(
         (imported.lines, imported.stored, imported.already),
         (3, 3, 0)
@@ -109,7 +116,7 @@ async fn imported_history_counts_in_reports_not_balances(backend: Backend) {
     assert_eq!(mine["total"]["cost_usd"], "2.0");
 
     // The same file again adds nothing.
-    let again = import_csv(gw.store(), &csv.0).await.unwrap();
+    let again = import_csv(&gw, &csv.0).await.unwrap();
     assert_eq!((again.stored, again.already), (0, 3));
     gw.finish().await;
 }
@@ -130,7 +137,7 @@ async fn a_bad_line_fails_the_whole_file(backend: Backend) {
         u = fx.owner.id
     );
     let csv = file(&text);
-    let error = import_csv(gw.store(), &csv.0).await.unwrap_err();
+    let error = import_csv(&gw, &csv.0).await.unwrap_err();
     let ImportError::BadLines { count, lines } = &error else {
         panic!("{error}");
     };
@@ -162,7 +169,7 @@ async fn a_bad_line_fails_the_whole_file(backend: Backend) {
     // A wrong header is refused before anything.
     let wrong = file("when,who,what\n");
     assert!(matches!(
-        import_csv(gw.store(), &wrong.0).await,
+        import_csv(&gw, &wrong.0).await,
         Err(ImportError::Header)
     ));
     gw.finish().await;

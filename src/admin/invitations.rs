@@ -249,10 +249,15 @@ pub async fn accept(
         .store
         .add_member(&team.id, &user.id, invitation.role, now)
         .await?;
-    // Joined: a join request left pending must not re-admit them later.
+    // Joined: a join request or another invitation left pending must not
+    // re-admit them later.
     state
         .store
         .close_join_requests(&team.id, &user.id, now)
+        .await?;
+    state
+        .store
+        .revoke_invitations_to(&team.id, &user.email, now)
         .await?;
     state.forget_policies();
     audit(
@@ -495,6 +500,12 @@ pub async fn decide(
             .store
             .close_join_requests(team_id, &request.user_id, now)
             .await?;
+        if let Some(user) = state.store.user(&request.user_id).await? {
+            state
+                .store
+                .revoke_invitations_to(team_id, &user.email, now)
+                .await?;
+        }
         state.forget_policies();
     }
     let action = if approve {

@@ -59,25 +59,29 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
         .extensions()
         .get::<crate::conn::ClientAddr>()
         .map(|c| c.0);
-    if let Some(wait) = client.and_then(|ip| state.failed_credentials.blocked(ip)) {
+    // A wrong credential is an attempt; none at all is not (a browser
+    // opening a link, a client not configured yet).
+    let credential = auth::credential(request.headers())
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    if let Some(wait) =
+        client.and_then(|ip| state.failed_credentials.blocked(ip, credential.as_deref()))
+    {
         state.metrics.attempt_throttled();
         let error = GatewayError::TooManyAttempts {
             retry_after_secs: wait.as_secs().max(1),
         };
         return error.into_response(ErrorShape::OpenAi, &request_id);
     }
-    // A wrong credential is an attempt; none at all is not (a browser
-    // opening a link, a client not configured yet).
-    let presented = auth::credential(request.headers()).is_some_and(|c| !c.is_empty());
-    match route(&state, request).await {
-        Ok(response) => response,
-        Err(error) => {
-            if let (Some(ip), StatusCode::UNAUTHORIZED, true) = (client, error.status(), presented)
-            {
-                state.failed_credentials.failed(ip);
-            }
-            error.into_response(ErrorShape::OpenAi, &request_id)
+    let outcome = route(&state, request, client).await;
+    if let (Some(ip), Some(_), Err(error)) = (client, &credential, &outcome) {
+        if error.status() == StatusCode::UNAUTHORIZED {
+            state.failed_credentials.failed(ip);
         }
+    }
+    match outcome {
+        Ok(response) => response,
+        Err(error) => error.into_response(ErrorShape::OpenAi, &request_id),
     }
 }
 
@@ -102,6 +106,7 @@ async fn authenticate(
 async fn route(
     state: &Arc<AppState>,
     request: Request<Incoming>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Response<Body>, GatewayError> {
     // What an invitation or join link is for, to whoever holds the link
     // (its token is the secret): the page it opens shows it before
@@ -120,6 +125,11 @@ async fn route(
         }
     }
     let caller = authenticate(state, &request).await?;
+    // It worked from here: it keeps working here while this address is
+    // throttled for others' wrong guesses (`throttle.rs`).
+    if let (Some(ip), Some(token)) = (client, auth::credential(request.headers())) {
+        state.failed_credentials.succeeded(ip, token);
+    }
     let method = request.method().clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(2).collect();

@@ -542,6 +542,7 @@ impl<'de> Visitor<'de> for StreamOptionsVisitor {
             include_usage: None,
         };
         let mut first = true;
+        let mut copies = 0;
         while let Some(key) = map.next_key::<std::borrow::Cow<'_, str>>()? {
             if first && key == NUMBER_TOKEN {
                 map.next_value::<IgnoredAny>()?;
@@ -549,7 +550,7 @@ impl<'de> Visitor<'de> for StreamOptionsVisitor {
             }
             first = false;
             if key == "include_usage" {
-                // The last copy wins, as in serde_json's own maps.
+                copies += 1;
                 options.include_usage = match map.next_value::<Scalar>()? {
                     Scalar::Bool(value) => Some(value),
                     _ => None,
@@ -557,6 +558,11 @@ impl<'de> Visitor<'de> for StreamOptionsVisitor {
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
+        }
+        if copies > 1 {
+            // Upstreams differ on which copy wins: taken as not asked, so
+            // the rewrite leaves exactly one (`include_usage: true`).
+            options.include_usage = None;
         }
         Ok(options)
     }

@@ -93,6 +93,15 @@ fn open(path: &Path) -> Result<csv::Reader<std::fs::File>, ImportError> {
         .from_reader(file))
 }
 
+fn file_size(path: &Path) -> Result<u64, ImportError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| ImportError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
 fn count(record: &csv::StringRecord, index: usize, name: &str) -> Result<i64, String> {
     let text = record.get(index).unwrap_or("");
     if text.is_empty() {
@@ -225,6 +234,7 @@ pub async fn import_csv_with(
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
+    let size_checked = file_size(path)?;
     let mut reader = open(path)?;
     let header = reader.headers().map_err(|_| ImportError::Header)?.clone();
     if header.iter().collect::<Vec<_>>() != HEADER {
@@ -289,7 +299,9 @@ pub async fn import_csv_with(
     let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
     let mut stored = 0u64;
     let mut spend_keys = BTreeSet::new();
+    let mut second_pass_lines = 0u64;
     for (index, record) in reader.records().enumerate() {
+        second_pass_lines += 1;
         let record = record.map_err(|e| ImportError::BadLines {
             count: 1,
             lines: vec![format!(
@@ -339,6 +351,16 @@ pub async fn import_csv_with(
         }
     }
     stored += sink.insert(&batch).await?;
+    if second_pass_lines != lines || file_size(path)? != size_checked {
+        // Dropped without a commit: nothing of the file is stored.
+        return Err(ImportError::BadLines {
+            count: 1,
+            lines: vec![
+                "the file changed during the import; run it again on a file that does not change"
+                    .into(),
+            ],
+        });
+    }
     match sink {
         Sink::Postgres(mut conn) => {
             sqlx::query("COMMIT")
@@ -351,7 +373,7 @@ pub async fn import_csv_with(
     Ok(Imported {
         lines,
         stored,
-        already: lines - stored,
+        already: lines.saturating_sub(stored),
         spend_keys,
     })
 }

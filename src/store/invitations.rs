@@ -153,6 +153,27 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Revokes the pending invitations to a team addressed to `email` (the
+    /// person joined another way: a later accept must not re-admit them
+    /// after they leave, with a fresh limit or another role).
+    pub async fn revoke_invitations_to(
+        &self,
+        team_id: &str,
+        email: &str,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE invitations SET revoked_at = $1 \
+             WHERE team_id = $2 AND LOWER(email) = LOWER($3) AND revoked_at IS NULL AND accepted_at IS NULL",
+        )
+        .bind(at)
+        .bind(team_id)
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Closes a user's pending join requests to a team (they joined, or
     /// left); returns how many.
     pub async fn close_join_requests(

@@ -238,6 +238,9 @@ async fn guessing_credentials_on_the_management_api_is_throttled() {
         "",
     )
     .await;
+    // The operator has worked from this address; a member's key has not
+    // been used on /api yet.
+    let (_, member_key) = gw.user_with_credit("guess@example.com", "1").await;
     for i in 0..20 {
         let reply = client::send(
             "GET",
@@ -249,11 +252,24 @@ async fn guessing_credentials_on_the_management_api_is_throttled() {
         .await;
         assert_eq!(reply.status, 401);
     }
-    // Even the right token waits out the minute from this address.
-    let blocked = client::send("GET", &gw.url("/api/users"), ADMIN, None, &[]).await;
+    // Guesses, and credentials new to this address, wait out the minute.
+    let blocked = client::send(
+        "GET",
+        &gw.url("/api/users"),
+        "tga-guess-again-0000000000000000000000000",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(blocked.status, 429);
     assert!(blocked.header("retry-after").is_some());
     assert_eq!(blocked.json()["error"]["code"], "rate_limit_exceeded");
+    let new_here = client::send("GET", &gw.url("/api/me"), &member_key, None, &[]).await;
+    assert_eq!(new_here.status, 429);
+    // A credential that already worked from here keeps working (behind a
+    // proxy or NAT a stranger's guesses must not lock everyone out).
+    let operator = client::send("GET", &gw.url("/api/teams"), ADMIN, None, &[]).await;
+    assert_eq!(operator.status, 200, "{}", operator.text());
     gw.finish().await;
 }
 

@@ -201,3 +201,28 @@ async fn an_old_join_request_cannot_readmit(backend: Backend) {
     gw.finish().await;
 }
 both_backends!(an_old_join_request_cannot_readmit);
+
+async fn a_second_invitation_dies_when_its_person_joins(backend: Backend) {
+    let gw = gateway(backend).await;
+    let fx = fixture(&gw, "twice").await;
+    let team = &fx.team_id;
+    let email = "outsider-twice@example.com";
+    let (_, first) = invite(&gw, team, &fx.owner.key, email, "member").await;
+    let (_, second) = invite(&gw, team, &fx.admin.key, email, "admin").await;
+    assert_eq!(accept(&gw, &first, &fx.outsider.key).await, 200);
+    // Given a limit, then leaving: the other invitation must not bring them
+    // back with a fresh limit and a higher role.
+    let left = call(
+        &gw,
+        "DELETE",
+        &format!("/api/teams/{team}/members/{}", fx.outsider.id),
+        &fx.outsider.key,
+        None,
+    )
+    .await;
+    assert_eq!(left.status, 200, "{}", left.text());
+    assert_eq!(accept(&gw, &second, &fx.outsider.key).await, 410);
+    assert!(!is_member(&gw, team, &fx.owner.key, &fx.outsider.id).await);
+    gw.finish().await;
+}
+both_backends!(a_second_invitation_dies_when_its_person_joins);

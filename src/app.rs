@@ -290,10 +290,14 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         let client = ClientAddr(peer.ip());
         let conn_state = state.clone();
         let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(client);
-            request
-                .extensions_mut()
-                .insert(BodyDeadline(std::time::Instant::now() + body_timeout));
+            // Only the management API reads these (the proxy times its own
+            // body read): model requests skip the extensions' allocation.
+            if request.uri().path().starts_with("/api") {
+                request.extensions_mut().insert(client);
+                request
+                    .extensions_mut()
+                    .insert(BodyDeadline(std::time::Instant::now() + body_timeout));
+            }
             let state = conn_state.clone();
             async move { Ok::<_, Infallible>(router::route(state, request).await) }
         });

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The client's address, put in every request's extensions.
+/// The client's address, put in the extensions of `/api` requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
 /// When a request's body must have arrived (`server.body_read_timeout_ms`
-/// from its head), put in every request's extensions.
+/// from its head), put in the extensions of `/api` requests (the proxy
+/// times its own body read).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub Instant);
 

@@ -190,6 +190,21 @@ pub async fn revoke(
     respond(StatusCode::OK, &invitation_json(&revoked, now))
 }
 
+/// The invitation a token opens (404 if none) and its team, if the team
+/// still exists.
+async fn invitation_of(
+    state: &AppState,
+    token: &str,
+) -> Result<(Invitation, Option<crate::store::Team>), GatewayError> {
+    let invitation = state
+        .store
+        .invitation_by_token(&keys::hash_secret(token))
+        .await?
+        .ok_or_else(|| GatewayError::NotFound("No such invitation.".into()))?;
+    let team = state.store.team(&invitation.team_id).await?;
+    Ok((invitation, team))
+}
+
 /// `POST /api/invitations/{token}/accept`: the caller's email must match.
 pub async fn accept(
     state: &AppState,
@@ -197,14 +212,8 @@ pub async fn accept(
     token: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let principal = caller.require_user()?;
-    let unknown = || GatewayError::NotFound("No such invitation.".into());
-    let invitation = state
-        .store
-        .invitation_by_token(&keys::hash_secret(token))
-        .await?
-        .ok_or_else(unknown)?;
+    let (invitation, team) = invitation_of(state, token).await?;
     let now = state.clock.now_ms();
-    let team = state.store.team(&invitation.team_id).await?;
     let Some(team) = team else {
         return Err(GatewayError::Gone(
             "The team of this invitation no longer exists.".into(),
@@ -362,17 +371,8 @@ pub async fn describe_invitation(
     state: &AppState,
     token: &str,
 ) -> Result<Response<Body>, GatewayError> {
-    let unknown = || GatewayError::NotFound("No such invitation.".into());
-    let invitation = state
-        .store
-        .invitation_by_token(&keys::hash_secret(token))
-        .await?
-        .ok_or_else(unknown)?;
-    let team = state
-        .store
-        .team(&invitation.team_id)
-        .await?
-        .ok_or_else(unknown)?;
+    let (invitation, team) = invitation_of(state, token).await?;
+    let team = team.ok_or_else(|| GatewayError::NotFound("No such invitation.".into()))?;
     let now = state.clock.now_ms();
     respond(
         StatusCode::OK,

@@ -146,6 +146,47 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// The `[from, to)` of a report: `from` and `to` as given (dates or
+/// RFC 3339 instants), else this month; at most `MAX_RANGE_DAYS`.
+fn report_range(
+    state: &AppState,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(i64, i64), GatewayError> {
+    let period = crate::clock::period_of(state.clock.now_ms());
+    let from = match from {
+        Some(text) => bound(text, "from", false)?,
+        None => period.start_ms,
+    };
+    let to = match to {
+        Some(text) => bound(text, "to", true)?,
+        None => period.end_ms,
+    };
+    if to <= from {
+        return Err(GatewayError::invalid(
+            "'to' must come after 'from'.",
+            Some("to"),
+        ));
+    }
+    if to - from > MAX_RANGE_DAYS * DAY_MS {
+        return Err(GatewayError::invalid(
+            format!("A report covers at most {MAX_RANGE_DAYS} days."),
+            Some("from"),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// Day groups keyed and labelled by their date (the store keys them by
+/// day number).
+fn name_days(groups: &mut [UsageGroup], from: i64) {
+    for group in groups {
+        let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
+        group.key = day_text(day);
+        group.label = group.key.clone();
+    }
+}
+
 /// `GET /api/teams/{id}/usage?from=&to=&group_by=member|model|day[&format=csv]` (member).
 pub async fn report(
     state: &AppState,
@@ -164,27 +205,7 @@ pub async fn report(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
-    let period = crate::clock::period_of(state.clock.now_ms());
-    let from = match param("from") {
-        Some(text) => bound(text, "from", false)?,
-        None => period.start_ms,
-    };
-    let to = match param("to") {
-        Some(text) => bound(text, "to", true)?,
-        None => period.end_ms,
-    };
-    if to <= from {
-        return Err(GatewayError::invalid(
-            "'to' must come after 'from'.",
-            Some("to"),
-        ));
-    }
-    if to - from > MAX_RANGE_DAYS * DAY_MS {
-        return Err(GatewayError::invalid(
-            format!("A report covers at most {MAX_RANGE_DAYS} days."),
-            Some("from"),
-        ));
-    }
+    let (from, to) = report_range(state, param("from"), param("to"))?;
     let (group_by, group_name) = match param("group_by").unwrap_or("member") {
         "member" => (GroupBy::Member, "member"),
         "model" => (GroupBy::Model, "model"),
@@ -239,11 +260,7 @@ pub async fn report(
         }
     };
     if group_by == GroupBy::Day {
-        for group in &mut groups {
-            let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
-            group.key = day_text(day);
-            group.label = group.key.clone();
-        }
+        name_days(&mut groups, from);
     }
     let mut total = UsageGroup::default();
     for group in &groups {
@@ -346,36 +363,12 @@ pub async fn mine(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
-    let period = crate::clock::period_of(state.clock.now_ms());
-    let from = match param("from") {
-        Some(text) => bound(text, "from", false)?,
-        None => period.start_ms,
-    };
-    let to = match param("to") {
-        Some(text) => bound(text, "to", true)?,
-        None => period.end_ms,
-    };
-    if to <= from {
-        return Err(GatewayError::invalid(
-            "'to' must come after 'from'.",
-            Some("to"),
-        ));
-    }
-    if to - from > MAX_RANGE_DAYS * DAY_MS {
-        return Err(GatewayError::invalid(
-            format!("A report covers at most {MAX_RANGE_DAYS} days."),
-            Some("from"),
-        ));
-    }
+    let (from, to) = report_range(state, param("from"), param("to"))?;
     use crate::store::MineBy;
     let store = &state.store;
     let user = &principal.user_id;
     let mut days = store.user_usage_report(user, from, to, MineBy::Day).await?;
-    for group in &mut days {
-        let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
-        group.key = day_text(day);
-        group.label = group.key.clone();
-    }
+    name_days(&mut days, from);
     let models = store
         .user_usage_report(user, from, to, MineBy::Model)
         .await?;

@@ -18,31 +18,35 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 /// The scalar methods of a visitor that looks only inside objects and
-/// lists: every scalar is accepted and ignored.
+/// lists: every scalar is accepted and ignored, answering `$value`
+/// (`()` by default).
 macro_rules! ignore_scalars {
     () => {
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
+        ignore_scalars!((), ());
+    };
+    ($ty:ty, $value:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<$ty, E> {
+            Ok($value)
         }
 
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-            Ok(())
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
+            Ok($value)
         }
 
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-            Ok(())
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$ty, E> {
+            Ok($value)
         }
 
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-            Ok(())
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$ty, E> {
+            Ok($value)
         }
 
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-            Ok(())
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$ty, E> {
+            Ok($value)
         }
 
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-            Ok(())
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$ty, E> {
+            Ok($value)
         }
     };
 }
@@ -503,33 +507,7 @@ impl<'de> Visitor<'de> for StreamOptionsVisitor {
         f.write_str("stream options")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<StreamOptions, E> {
-        Ok(StreamOptions::default())
-    }
+    ignore_scalars!(StreamOptions, StreamOptions::default());
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StreamOptions, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}

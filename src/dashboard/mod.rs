@@ -169,12 +169,10 @@ pub fn link_page(path: &str) -> Response<Body> {
     let safe = token
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let Ok(location) = HeaderValue::from_str(&format!("/dashboard#/{kind}/{token}")) else {
+    let location = HeaderValue::from_str(&format!("/dashboard#/{kind}/{token}"));
+    let (true, Ok(location)) = (safe, location) else {
         return plain(StatusCode::NOT_FOUND, "Not found.");
     };
-    if !safe {
-        return plain(StatusCode::NOT_FOUND, "Not found.");
-    }
     let mut response = plain(StatusCode::FOUND, "");
     response
         .headers_mut()

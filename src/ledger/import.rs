@@ -82,7 +82,32 @@ struct Line {
     cost: Money,
 }
 
-fn open(path: &Path) -> Result<csv::Reader<std::fs::File>, ImportError> {
+/// A file read through a running SHA-256 of its bytes (the first pass
+/// digests the file as it checks it: one read).
+struct Digesting {
+    file: std::fs::File,
+    hasher: Sha256,
+}
+
+impl Read for Digesting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Digesting {
+    fn hex(self) -> String {
+        self.hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn open(path: &Path) -> Result<csv::Reader<Digesting>, ImportError> {
     let file = std::fs::File::open(path).map_err(|source| ImportError::Io {
         path: path.display().to_string(),
         source,
@@ -90,7 +115,10 @@ fn open(path: &Path) -> Result<csv::Reader<std::fs::File>, ImportError> {
     Ok(csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_reader(file))
+        .from_reader(Digesting {
+            file,
+            hasher: Sha256::new(),
+        }))
 }
 
 fn file_size(path: &Path) -> Result<u64, ImportError> {
@@ -211,29 +239,6 @@ pub async fn import_csv_with(
 ) -> Result<Imported, ImportError> {
     let started = std::time::Instant::now();
     // Pass 1: the header, every line, and the file's digest.
-    let digest = {
-        let mut file = std::fs::File::open(path).map_err(|source| ImportError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buffer).map_err(|source| ImportError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-        }
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     let size_checked = file_size(path)?;
     let mut reader = open(path)?;
     let header = reader.headers().map_err(|_| ImportError::Header)?.clone();
@@ -280,6 +285,8 @@ pub async fn import_csv_with(
         seconds = started.elapsed().as_secs_f64(),
         "Import: every line checked."
     );
+    // The whole file was read (records end at its end): its digest.
+    let digest = reader.into_inner().hex();
     // Pass 2: insert, in one transaction.
     let mut reader = open(path)?;
     let mut sink = match postgres_url {

@@ -83,12 +83,12 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 }
 
 /// The fields of an object kept as raw text (name re-encoded, value as
-/// sent), leaving out `include_usage`; `None` if it is not an object.
-struct OtherOptions(Option<Vec<(String, Box<RawValue>)>>);
+/// sent), leaving out `include_usage`.
+struct OtherOptions(Vec<(String, Box<RawValue>)>);
 
 impl<'de> Deserialize<'de> for OtherOptions {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OtherOptions, D::Error> {
-        deserializer.deserialize_any(OtherOptionsVisitor)
+        deserializer.deserialize_map(OtherOptionsVisitor)
     }
 }
 
@@ -110,36 +110,7 @@ impl<'de> Visitor<'de> for OtherOptionsVisitor {
                 kept.push((name, value));
             }
         }
-        Ok(OtherOptions(Some(kept)))
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OtherOptions, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(OtherOptions(None))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<OtherOptions, E> {
-        Ok(OtherOptions(None))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<OtherOptions, E> {
-        Ok(OtherOptions(None))
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<OtherOptions, E> {
-        Ok(OtherOptions(None))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<OtherOptions, E> {
-        Ok(OtherOptions(None))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<OtherOptions, E> {
-        Ok(OtherOptions(None))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<OtherOptions, E> {
-        Ok(OtherOptions(None))
+        Ok(OtherOptions(kept))
     }
 }
 
@@ -147,12 +118,16 @@ impl<'de> Visitor<'de> for OtherOptionsVisitor {
 /// client sent; a value that is not an object (`null`, `false`, a string)
 /// is replaced as if the client had sent none.
 fn options_with_usage(sent: Option<&RawValue>) -> Result<String, serde_json::Error> {
+    // Only an object has options to keep (a raw value starts at its first
+    // byte: `{` is an object).
     let kept = match sent {
-        Some(raw) => serde_json::from_str::<OtherOptions>(raw.get())?.0,
-        None => None,
+        Some(raw) if raw.get().starts_with('{') => {
+            serde_json::from_str::<OtherOptions>(raw.get())?.0
+        }
+        _ => Vec::new(),
     };
     let mut out = String::from("{");
-    for (name, value) in kept.iter().flatten() {
+    for (name, value) in &kept {
         out.push_str(name);
         out.push(':');
         out.push_str(value.get());

@@ -31,7 +31,7 @@ mod stream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -107,7 +107,7 @@ async fn serve(
     let mut ctx = RequestCtx::new(id, endpoint, started, started_at, principal);
 
     // 3–5. Read, authorize, hold money; a refusal is recorded.
-    let (request, hold) = match admit(state, &mut ctx, &parts, body).await {
+    let (request, hold) = match admit(state, &mut ctx, &parts.headers, body).await {
         Ok(admitted) => admitted,
         Err(error) => {
             record_refusal(state, ctx, &error);
@@ -138,18 +138,17 @@ async fn serve(
 async fn admit(
     state: &AppState,
     ctx: &mut RequestCtx,
-    parts: &http::request::Parts,
+    headers: &HeaderMap,
     body: Incoming,
 ) -> Result<(ClientRequest, Hold), GatewayError> {
     let server = &state.config.server;
     let request = request::read(
-        parts,
+        headers,
         body,
         server.max_body_bytes,
         server.body_read_timeout_ms,
     )
     .await?;
-    let headers = &parts.headers;
     // A client's name reaches the row cleaned and bounded: a NUL byte or a
     // 100 KB name must not make the database reject the row.
     ctx.entry.model = crate::domain::clean_label(&request.model, MODEL_NAME_BYTES);

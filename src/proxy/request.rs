@@ -32,12 +32,11 @@ impl ClientRequest {
 /// Reads and checks the body: content type, size limit, JSON object,
 /// `model` a non-empty string, `stream` a boolean.
 pub async fn read(
-    parts: &http::request::Parts,
+    headers: &http::HeaderMap,
     body: Incoming,
     limit: usize,
     timeout_ms: u64,
 ) -> Result<ClientRequest, GatewayError> {
-    let headers = &parts.headers;
     if let Some(content_type) = headers.get(http::header::CONTENT_TYPE) {
         let text = content_type.to_str().unwrap_or("");
         if !text
@@ -55,10 +54,12 @@ pub async fn read(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge(limit));
     }
-    let collected =
-        crate::conn::by_deadline(&parts.extensions, Limited::new(body, limit).collect())
-            .await
-            .ok_or(GatewayError::BodyTimeout(timeout_ms))?;
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_millis(timeout_ms),
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| GatewayError::BodyTimeout(timeout_ms))?;
     let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {

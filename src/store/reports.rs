@@ -189,8 +189,14 @@ impl<'a> UsageQuery<'a> {
 
     /// A report of a team's rows in `[from, to)`, refusals left out.
     fn team_report(team_id: &'a str, from: i64, to: i64) -> Self {
+        Self::report("r.team_id =", team_id, from, to)
+    }
+
+    /// A report of the rows whose `owner` (`"r.team_id ="`, `"r.user_id ="`)
+    /// is `id`, in `[from, to)`, refusals left out.
+    fn report(owner: &str, id: &'a str, from: i64, to: i64) -> Self {
         UsageQuery::new(USAGE_SUMS)
-            .filter("r.team_id =", Bind::Text(team_id))
+            .filter(owner, Bind::Text(id))
             .filter("r.started_at >=", Bind::Int(from))
             .filter("r.started_at <", Bind::Int(to))
             .condition("r.status <> 'refused'")
@@ -299,21 +305,32 @@ impl Store {
         by: MineBy,
     ) -> Result<Vec<UsageGroup>, StoreError> {
         let (key, join, label) = match by {
-            MineBy::Day => ("(r.started_at / 86400000)", "", "MIN(r.started_at)"),
-            MineBy::Model => ("r.model", "", "MIN(r.model)"),
+            MineBy::Day => grouping(GroupBy::Day),
+            MineBy::Model => grouping(GroupBy::Model),
             MineBy::Payer => (
                 "COALESCE(r.team_id, '')",
                 "LEFT JOIN teams t ON t.id = r.team_id",
                 "MIN(t.name)",
             ),
         };
-        let report = UsageQuery::new(USAGE_SUMS)
-            .filter("r.user_id =", Bind::Text(user_id))
-            .filter("r.started_at >=", Bind::Int(from))
-            .filter("r.started_at <", Bind::Int(to))
-            .condition("r.status <> 'refused'")
+        let report = UsageQuery::report("r.user_id =", user_id, from, to);
+        self.grouped(report, key, join, label, by == MineBy::Day)
+            .await
+    }
+
+    /// Runs `report` grouped by `key`, each group labelled by `label`
+    /// (text; none for days, whose key says it all).
+    async fn grouped(
+        &self,
+        report: UsageQuery<'_>,
+        key: &str,
+        join: &'static str,
+        label: &str,
+        by_day: bool,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let report = report
             .key(&format!("CAST({key} AS TEXT)"), "k")
-            .key(&format!("CAST({label} AS TEXT)"), "label_raw")
+            .key(label, "label_raw")
             .join(join)
             .group_by(key)
             .order_by(key);
@@ -322,12 +339,11 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let key: String = r.try_get("k")?;
-                let label = match by {
-                    MineBy::Day => String::new(),
-                    MineBy::Model => r.try_get("label_raw")?,
-                    MineBy::Payer => r
-                        .try_get::<Option<String>, _>("label_raw")?
-                        .unwrap_or_default(),
+                let label = if by_day {
+                    String::new()
+                } else {
+                    r.try_get::<Option<String>, _>("label_raw")?
+                        .unwrap_or_default()
                 };
                 Ok(UsageGroup::from_sums(r, key, label)?)
             })
@@ -393,27 +409,9 @@ impl Store {
         group_by: GroupBy,
     ) -> Result<Vec<UsageGroup>, StoreError> {
         let (key, join, label) = grouping(group_by);
-        let report = UsageQuery::team_report(team_id, from, to)
-            .key(&format!("CAST({key} AS TEXT)"), "k")
-            .key(label, "label_raw")
-            .join(join)
-            .group_by(key)
-            .order_by(key);
-        let sql = report.sql();
-        let rows = report.query(&sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let key: String = r.try_get("k")?;
-                let label = match group_by {
-                    GroupBy::Member => r
-                        .try_get::<Option<String>, _>("label_raw")?
-                        .unwrap_or_default(),
-                    GroupBy::Model => r.try_get("label_raw")?,
-                    GroupBy::Day => String::new(),
-                };
-                Ok(UsageGroup::from_sums(r, key, label)?)
-            })
-            .collect()
+        let report = UsageQuery::team_report(team_id, from, to);
+        self.grouped(report, key, join, label, group_by == GroupBy::Day)
+            .await
     }
 
     /// Daily usage split by member or by model: `(day number, group)` pairs,

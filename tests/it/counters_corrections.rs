@@ -44,18 +44,22 @@ impl Fixture {
         }
     }
 
-    /// A user whose balance counter is seeded at `credit`.
-    async fn account(&self, credit: &str) -> String {
-        let id = format!("u_{}", tollgate::keys::random_base62(10));
+    async fn user(&self, id: &str) {
         self.store
             .create_user(&User {
-                id: id.clone(),
+                id: id.to_string(),
                 email: format!("{id}@example.com"),
                 name: None,
                 created_at: 0,
             })
             .await
             .unwrap();
+    }
+
+    /// A user whose balance counter is seeded at `credit`.
+    async fn account(&self, credit: &str) -> String {
+        let id = format!("u_{}", tollgate::keys::random_base62(10));
+        self.user(&id).await;
         self.credit(&id, credit).await;
         accounts::seed_balance(&self.store, &self.counters, &id)
             .await
@@ -287,15 +291,7 @@ async fn a_credit_racing_the_first_seed_is_kept_in_process() {
     let f = Fixture::new(Backend::Embedded).await;
     for i in 0..100 {
         let id = format!("race_{i}");
-        f.store
-            .create_user(&User {
-                id: id.clone(),
-                email: format!("{id}@example.com"),
-                name: None,
-                created_at: 0,
-            })
-            .await
-            .unwrap();
+        f.user(&id).await;
         let seed = accounts::seed_balance(&f.store, &f.counters, &id);
         let credit = f.credit(&id, "0.01");
         let (seeded, ()) = tokio::join!(seed, credit);

@@ -18,6 +18,16 @@ use crate::helpers::proxy::{chat, fixture_upstream};
 use crate::helpers::servers::{GatewayProcess, Scratch};
 use crate::helpers::upstream::{MockUpstream, Reply};
 
+/// The embedded gateway with `server` settings (no upstream needed).
+async fn edge_gateway(server: &str) -> TestGateway {
+    TestGateway::start_with(
+        Backend::Embedded,
+        &standard_models("http://127.0.0.1:9/v1"),
+        server,
+    )
+    .await
+}
+
 /// A socket from another loopback address (127.0.0.2), so the gateway sees
 /// a client other than the test's own requests.
 async fn connect_from(ip: &str, port: u16) -> TcpStream {
@@ -46,9 +56,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_neither_starves_healthz_nor_keeps_its_sockets() {
-    let gw = TestGateway::start_with(
-        Backend::Embedded,
-        &standard_models("http://127.0.0.1:9/v1"),
+    let gw = edge_gateway(
         "header_read_timeout_ms = 1000\nmax_connections_per_ip = 50\nmax_connections = 100",
     )
     .await;
@@ -82,12 +90,7 @@ async fn slowloris_neither_starves_healthz_nor_keeps_its_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_outlives_the_head_timeout_until_its_idle_timeout() {
-    let gw = TestGateway::start_with(
-        Backend::Embedded,
-        &standard_models("http://127.0.0.1:9/v1"),
-        "header_read_timeout_ms = 300\nidle_timeout_secs = 8",
-    )
-    .await;
+    let gw = edge_gateway("header_read_timeout_ms = 300\nidle_timeout_secs = 8").await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut buf = vec![0u8; 4096];
@@ -137,12 +140,7 @@ async fn a_body_that_never_arrives_is_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_model_names_reach_no_label_and_no_long_row_and_count_toward_the_limit() {
-    let gw = TestGateway::start_with(
-        Backend::Embedded,
-        &standard_models("http://127.0.0.1:9/v1"),
-        "\n[limits]\nrpm_per_key = 5",
-    )
-    .await;
+    let gw = edge_gateway("\n[limits]\nrpm_per_key = 5").await;
     let (user_id, key) = gw.user_with_credit("names@example.com", "1").await;
     let mut statuses = Vec::new();
     for i in 0..30 {
@@ -232,12 +230,7 @@ async fn upstream_headers_reach_the_client_from_an_allowlist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_credentials_on_the_management_api_is_throttled() {
-    let gw = TestGateway::start_with(
-        Backend::Embedded,
-        &standard_models("http://127.0.0.1:9/v1"),
-        "",
-    )
-    .await;
+    let gw = edge_gateway("").await;
     // The operator has worked from this address; a member's key has not
     // been used on /api yet.
     let (_, member_key) = gw.user_with_credit("guess@example.com", "1").await;
@@ -275,12 +268,7 @@ async fn guessing_credentials_on_the_management_api_is_throttled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_token_guards_metrics() {
-    let gw = TestGateway::start_with(
-        Backend::Embedded,
-        &standard_models("http://127.0.0.1:9/v1"),
-        "metrics_token = \"scrape-0123456789\"",
-    )
-    .await;
+    let gw = edge_gateway("metrics_token = \"scrape-0123456789\"").await;
     let open = client::send("GET", &gw.url("/metrics"), "", None, &[]).await;
     assert_eq!(open.status, 401);
     let wrong = client::send("GET", &gw.url("/metrics"), "scrape-x", None, &[]).await;

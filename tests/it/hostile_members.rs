@@ -6,35 +6,10 @@ use serde_json::json;
 
 use crate::both_backends;
 use crate::helpers::gateway::{standard_models, Backend, TestGateway};
-use crate::helpers::teams::{call, fixture, user};
+use crate::helpers::teams::{accept, call, fixture, invite, user};
 
 async fn gateway(backend: Backend) -> TestGateway {
     TestGateway::start_with(backend, &standard_models("http://127.0.0.1:9/v1"), "").await
-}
-
-async fn invite(gw: &TestGateway, team: &str, by: &str, email: &str, role: &str) -> (u16, String) {
-    let reply = call(
-        gw,
-        "POST",
-        &format!("/api/teams/{team}/invitations"),
-        by,
-        Some(json!({"email": email, "role": role})),
-    )
-    .await;
-    let token = reply.json()["token"].as_str().unwrap_or("").to_string();
-    (reply.status, token)
-}
-
-async fn accept(gw: &TestGateway, token: &str, key: &str) -> u16 {
-    call(
-        gw,
-        "POST",
-        &format!("/api/invitations/{token}/accept"),
-        key,
-        None,
-    )
-    .await
-    .status
 }
 
 async fn is_member(gw: &TestGateway, team: &str, owner_key: &str, user_id: &str) -> bool {

@@ -44,6 +44,39 @@ pub async fn user(gw: &TestGateway, email: &str, credit: &str) -> User {
     User { id, key }
 }
 
+/// Invites `email` to `team` with `role` as `by`: (status, token).
+pub async fn invite(
+    gw: &TestGateway,
+    team: &str,
+    by: &str,
+    email: &str,
+    role: &str,
+) -> (u16, String) {
+    let reply = call(
+        gw,
+        "POST",
+        &format!("/api/teams/{team}/invitations"),
+        by,
+        Some(json!({"email": email, "role": role})),
+    )
+    .await;
+    let token = reply.json()["token"].as_str().unwrap_or("").to_string();
+    (reply.status, token)
+}
+
+/// Accepts an invitation with `key`: the status.
+pub async fn accept(gw: &TestGateway, token: &str, key: &str) -> u16 {
+    call(
+        gw,
+        "POST",
+        &format!("/api/invitations/{token}/accept"),
+        key,
+        None,
+    )
+    .await
+    .status
+}
+
 async fn invite_and_accept(
     gw: &TestGateway,
     team_id: &str,
@@ -52,25 +85,9 @@ async fn invite_and_accept(
     email: &str,
     role: &str,
 ) {
-    let invitation = call(
-        gw,
-        "POST",
-        &format!("/api/teams/{team_id}/invitations"),
-        by,
-        Some(json!({"email": email, "role": role})),
-    )
-    .await;
-    assert_eq!(invitation.status, 201, "{}", invitation.text());
-    let token = invitation.json()["token"].as_str().unwrap().to_string();
-    let accepted = call(
-        gw,
-        "POST",
-        &format!("/api/invitations/{token}/accept"),
-        &who.key,
-        None,
-    )
-    .await;
-    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    let (status, token) = invite(gw, team_id, by, email, role).await;
+    assert_eq!(status, 201);
+    assert_eq!(accept(gw, &token, &who.key).await, 200);
 }
 
 pub async fn fixture(gw: &TestGateway, tag: &str) -> Fixture {

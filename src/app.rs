@@ -79,6 +79,7 @@ impl App {
 
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<App, InitError> {
         let store = open_store(&config).await?;
+        maintain_ledger(&store, config.ledger.retention_months, clock.now_ms()).await;
         let counters = Arc::new(if config.storage.redis_url.is_empty() {
             Counters::memory()
         } else {
@@ -186,10 +187,16 @@ impl App {
             tasks::detached(state.invalidator.clone().subscribe(subscriber_stop.clone()));
         // Detached, not tracked: awaited with the subscriber.
         let publisher = tasks::detached(state.invalidator.clone().publish(subscriber_stop.clone()));
+        // Detached, not tracked: awaited with the subscriber.
+        let maintenance = tasks::detached(maintain_ledger_hourly(
+            state.clone(),
+            subscriber_stop.clone(),
+        ));
         serve(listener, state.clone(), shutdown).await;
         subscriber_stop.cancel();
         let _ = subscriber.await;
         let _ = publisher.await;
+        let _ = maintenance.await;
         state.tasks.close();
         state.tasks.wait().await;
         ledger_stop.cancel();
@@ -198,6 +205,35 @@ impl App {
         }
         state.store.close().await;
         tracing::info!("Shutdown complete.");
+    }
+}
+
+/// Creates the ledger's partitions ahead and applies
+/// `ledger.retention_months` (`store/partitions.rs`). A failure is logged:
+/// rows without a month partition wait in the default one, never lost.
+async fn maintain_ledger(store: &Store, retention_months: u32, now_ms: i64) {
+    match crate::store::partitions::maintain(store, retention_months, now_ms).await {
+        Ok(0) => {}
+        Ok(dropped) => tracing::info!(dropped, "Ledger retention applied."),
+        Err(error) => {
+            tracing::warn!(%error, "Ledger maintenance failed; it is tried again within the hour.")
+        }
+    }
+}
+
+/// [`maintain_ledger`] every hour until `stop`.
+async fn maintain_ledger_hourly(state: Arc<AppState>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            () = stop.cancelled() => return,
+        }
+        maintain_ledger(
+            &state.store,
+            state.config.ledger.retention_months,
+            state.clock.now_ms(),
+        )
+        .await;
     }
 }
 

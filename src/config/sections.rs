@@ -191,6 +191,9 @@ pub struct LedgerConfig {
     pub write_timeout_ms: u64,
     /// How often a non-empty spool is replayed into the database.
     pub replay_interval_ms: u64,
+    /// Months of raw usage rows kept before the current month; older whole
+    /// months are dropped (rollups stay). 0 keeps everything.
+    pub retention_months: u32,
 }
 
 impl Default for LedgerConfig {
@@ -202,6 +205,7 @@ impl Default for LedgerConfig {
             spool_dir: "tollgate-spool".into(),
             write_timeout_ms: 5_000,
             replay_interval_ms: 1_000,
+            retention_months: 0,
         }
     }
 }

@@ -154,6 +154,11 @@ pub(super) fn validate(
             3_600_000,
         ),
         (
+            "ledger.retention_months",
+            u64::from(raw.ledger.retention_months),
+            1_200,
+        ),
+        (
             "metering.drain_timeout_secs",
             raw.metering.drain_timeout_secs,
             86_400,

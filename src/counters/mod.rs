@@ -54,8 +54,17 @@ const SETTLE_RETRY_WINDOW: Duration = Duration::from_secs(60);
 pub enum CounterKey {
     /// An account's balance.
     Balance(String),
-    /// A member's month spend: `team:user:YYYY-MM`.
+    /// A member's month spend: `account:team:user:YYYY-MM` ([`spend_key`]),
+    /// led by the paying account.
     Spend(String),
+}
+
+/// The name of a member's month spend counter in a team paid by `account`
+/// (its owner). The payer leads: in a Redis Cluster every counter of one
+/// admission is tagged with it, so one script touches one slot. A team
+/// whose ownership moves gets new counters, seeded from the ledger.
+pub fn spend_key(account: &str, team_id: &str, user_id: &str, month: &str) -> String {
+    format!("{account}:{team_id}:{user_id}:{month}")
 }
 
 impl CounterKey {
@@ -75,6 +84,14 @@ impl CounterKey {
         } else {
             name.strip_prefix("spend:")
                 .map(|key| CounterKey::Spend(key.to_string()))
+        }
+    }
+
+    /// The paying account the counter belongs to.
+    pub fn account(&self) -> &str {
+        match self {
+            CounterKey::Balance(account) => account,
+            CounterKey::Spend(key) => key.split_once(':').map_or(key.as_str(), |(a, _)| a),
         }
     }
 

@@ -65,7 +65,7 @@ pub struct Imported {
     pub stored: u64,
     /// Rows a previous import of the same file already stored.
     pub already: u64,
-    /// The member-spend counters (`team:user:YYYY-MM`) the rows add to.
+    /// The member-spend counters (`counters::spend_key`) the rows add to.
     pub spend_keys: BTreeSet<String>,
 }
 
@@ -154,6 +154,12 @@ fn parse_line(record: &csv::StringRecord) -> Result<Line, String> {
     let at = OffsetDateTime::parse(field(0), &Rfc3339)
         .map_err(|_| format!("time must be RFC 3339, not {:?}", field(0)))?;
     let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+    if at.year() < 1970 || at.year() > 9999 {
+        return Err(format!(
+            "time must be between 1970 and 9999, not {:?}",
+            field(0)
+        ));
+    }
     let user_id = field(2);
     if user_id.is_empty() {
         return Err("user_id is empty".into());
@@ -253,6 +259,8 @@ pub async fn import_csv_with(
     let mut bad = Vec::new();
     let mut bad_count = 0usize;
     let mut lines = 0u64;
+    // The months the file touches: their ledger partitions are made first.
+    let mut months = BTreeSet::new();
     for (index, record) in reader.records().enumerate() {
         lines += 1;
         // Line numbers as an editor shows them: the header is line 1.
@@ -261,7 +269,10 @@ pub async fn import_csv_with(
             Err(error) => Some(error.to_string()),
             Ok(record) => match parse_line(&record) {
                 Err(problem) => Some(problem),
-                Ok(line) => payers.account(&line).await?.err(),
+                Ok(line) => {
+                    months.insert(crate::store::partitions::month_of(line.at_ms));
+                    payers.account(&line).await?.err()
+                }
             },
         };
         if let Some(problem) = problem {
@@ -287,6 +298,7 @@ pub async fn import_csv_with(
     );
     // The whole file was read (records end at its end): its digest.
     let digest = reader.into_inner().hex();
+    crate::store::partitions::ensure_months(store, &months).await?;
     // Pass 2: insert, in one transaction.
     let mut reader = open(path)?;
     let mut sink = match postgres_url {
@@ -335,11 +347,16 @@ pub async fn import_csv_with(
             "import",
             line.at_ms,
         );
-        entry.account_id = account;
         if let Some(team_id) = &line.team_id {
             let period = crate::clock::period_of(line.at_ms);
-            spend_keys.insert(format!("{team_id}:{}:{}", line.user_id, period.key));
+            spend_keys.insert(crate::counters::spend_key(
+                &account,
+                team_id,
+                &line.user_id,
+                &period.key,
+            ));
         }
+        entry.account_id = account;
         entry.team_id = line.team_id;
         entry.model = line.model;
         entry.provider = "import".into();

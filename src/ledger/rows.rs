@@ -49,7 +49,9 @@ fn insert_usage_sql(n: usize, postgres: bool) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+    // No conflict target: on PostgreSQL the key is (request_id,
+    // started_at), the partition key being part of it.
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING request_id");
     sql
 }
 
@@ -78,6 +80,13 @@ impl Store {
             return Ok(inserted);
         }
         let postgres = conn.backend_name() == "PostgreSQL";
+        // In rollup key order: a transaction of several statements then
+        // takes its rollup rows' locks in one order, as every other writer
+        // does (no deadlock between two gateways' batches).
+        let mut rows: Vec<&Entry> = rows.iter().collect();
+        rows.sort_by(|a, b| {
+            crate::store::rollups::sort_key(a).cmp(&crate::store::rollups::sort_key(b))
+        });
         let per_statement = if postgres {
             PG_ROWS_PER_STATEMENT
         } else {
@@ -150,7 +159,7 @@ impl Store {
                $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], \
                $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], \
                $28::bigint[], $29::text[], $30::bigint[]) \
-             ON CONFLICT (request_id) DO NOTHING"
+             ON CONFLICT DO NOTHING"
         );
         let done = sqlx::query(&sql)
             .bind(text(&|r| r.request_id.as_str().to_string()))

@@ -58,7 +58,8 @@ pub async fn admit(
     let period = clock::period_of(ctx.entry.started_at);
     let user_id = ctx.principal.user_id.as_str();
     let policy = billing.policy.as_deref();
-    let spend_key = policy.map(|p| format!("{}:{}:{}", p.team_id, user_id, period.key));
+    let spend_key = policy
+        .map(|p| crate::counters::spend_key(&billing.account_id, &p.team_id, user_id, &period.key));
     let held = HoldRequest {
         account: &billing.account_id,
         amount,

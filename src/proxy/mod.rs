@@ -172,6 +172,9 @@ pub(crate) fn detail() -> bool {
 fn record_refusal(state: &AppState, ctx: RequestCtx, error: &GatewayError) {
     let mut entry = ctx.entry;
     entry.status = Status::Refused;
+    // Nothing was forwarded: a refusal costs nothing (the daily rollups,
+    // and the balances read from them, leave refusals out).
+    entry.cost_nano = 0;
     entry.error_code = Some(error.code().to_string());
     entry.http_status = i64::from(error.status().as_u16());
     entry.usage_source = Source::None;

@@ -10,7 +10,9 @@
 
 pub mod audit;
 pub mod invitations;
+pub mod partitions;
 pub mod reports;
+pub mod rollups;
 pub mod teams;
 
 use std::str::FromStr;
@@ -195,6 +197,10 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
+        if self.postgres {
+            partitions::ensure_partitioned(self).await?;
+        }
+        rollups::ensure(self).await?;
         Ok(())
     }
 
@@ -341,28 +347,11 @@ impl Store {
         Ok(())
     }
 
-    /// The durable balance of an account: credits minus recorded spend.
-    /// Rows still queued for the ledger are not in it; counters are.
+    /// The durable balance of an account: credits minus recorded spend
+    /// (`rollups.rs` has the query).
     pub async fn recorded_balance(&self, account_id: &str) -> Result<Money, StoreError> {
         let mut conn = self.pool.acquire().await?;
         Self::recorded_balance_on(&mut conn, account_id).await
-    }
-
-    pub async fn recorded_balance_on(
-        conn: &mut AnyConnection,
-        account_id: &str,
-    ) -> Result<Money, StoreError> {
-        let row = sqlx::query(
-            "SELECT \
-               CAST(COALESCE((SELECT SUM(amount_nano) FROM credits WHERE user_id = $1), 0) AS BIGINT) AS credit, \
-               CAST(COALESCE((SELECT SUM(cost_nano) FROM usage_rows WHERE account_id = $1 AND usage_source <> 'imported'), 0) AS BIGINT) AS spent",
-        )
-        .bind(account_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        let credit: i64 = row.try_get("credit")?;
-        let spent: i64 = row.try_get("spent")?;
-        Ok(Money::from_nano(credit.saturating_sub(spent)))
     }
 
     /// Opens a transaction holding advisory locks on counters (Postgres;

@@ -1,16 +1,20 @@
-//! Usage reports over the ledger's `usage_rows`: a member's spend (also on
-//! a locked connection), every member's spend, the grouped team report and
-//! its daily split, and `day_of`. Every query is assembled by one builder,
-//! `UsageQuery`: `SELECT <keys>, <sums> FROM usage_rows r <join>
-//! WHERE <filters> GROUP BY <group> ORDER BY <order>`, with its binds
+//! Usage reports over the ledger: a member's spend (also on a locked
+//! connection), every member's spend, the grouped team and personal
+//! reports and the daily split, and `day_of`. A range is read in parts
+//! ([`Span`]): whole UTC days from the rollups (`usage_daily`, see
+//! `rollups.rs`), a partial first or last day from `usage_rows`; the parts'
+//! groups are summed by key. Every query is assembled by one builder,
+//! `UsageQuery`: `SELECT <keys>, <sums> FROM <table> r <join>
+//! WHERE <filters> GROUP BY <group>`, with its binds
 //! numbered in the order the filters were added.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
+use super::rollups::{self, Part, Span};
 use super::{Store, StoreError};
 use crate::money::Money;
 
@@ -161,45 +165,64 @@ enum Bind<'a> {
     Int(i64),
 }
 
-/// One aggregate query over `usage_rows r`: the key columns and sums it
-/// selects, an optional join, the filters with their binds (`$N` numbered
-/// as they are added), the grouping and the order.
+/// One aggregate query over `usage_rows r` or `usage_daily r`: the key
+/// columns and sums it selects, an optional join, the filters with their
+/// binds (`$N` numbered as they are added) and the grouping. Results are
+/// ordered after the parts are summed.
 struct UsageQuery<'a> {
+    table: &'static str,
     keys: Vec<String>,
     sums: &'static str,
     join: &'static str,
     filters: Vec<String>,
     binds: Vec<Bind<'a>>,
     group: Vec<String>,
-    order: Option<String>,
 }
 
 impl<'a> UsageQuery<'a> {
     fn new(sums: &'static str) -> Self {
         UsageQuery {
+            table: "usage_rows",
             keys: Vec::new(),
             sums,
             join: "",
             filters: Vec::new(),
             binds: Vec::new(),
             group: Vec::new(),
-            order: None,
         }
     }
 
-    /// A report of a team's rows in `[from, to)`, refusals left out.
-    fn team_report(team_id: &'a str, from: i64, to: i64) -> Self {
-        Self::report("r.team_id =", team_id, from, to)
+    /// The sums of the rows whose `owner` column (`team_id`, `user_id`) is
+    /// `id` in one part of a range: `sums` over rows, or their rollups.
+    fn part(part: Part, owner: &str, id: &'a str, sums: &'static str) -> Self {
+        match part {
+            Part::Rows(from, to) => UsageQuery::new(sums)
+                .filter(&format!("r.{owner} ="), Bind::Text(id))
+                .filter("r.started_at >=", Bind::Int(from))
+                .filter("r.started_at <", Bind::Int(to)),
+            Part::Days(first, end) => {
+                let mut query = UsageQuery::new(if sums == USAGE_SUMS {
+                    rollups::report_sums()
+                } else {
+                    sums
+                })
+                .filter(&format!("r.{owner} ="), Bind::Text(id))
+                .filter("r.day >=", Bind::Int(first))
+                .filter("r.day <", Bind::Int(end));
+                query.table = "usage_daily";
+                query
+            }
+        }
     }
 
-    /// A report of the rows whose `owner` (`"r.team_id ="`, `"r.user_id ="`)
-    /// is `id`, in `[from, to)`, refusals left out.
-    fn report(owner: &str, id: &'a str, from: i64, to: i64) -> Self {
-        UsageQuery::new(USAGE_SUMS)
-            .filter(owner, Bind::Text(id))
-            .filter("r.started_at >=", Bind::Int(from))
-            .filter("r.started_at <", Bind::Int(to))
-            .condition("r.status <> 'refused'")
+    /// A report of one part of a range, refusals left out (the rollups
+    /// hold none).
+    fn report(part: Part, owner: &str, id: &'a str) -> Self {
+        let query = Self::part(part, owner, id, USAGE_SUMS);
+        match part {
+            Part::Rows(..) => query.condition("r.status <> 'refused'"),
+            Part::Days(..) => query,
+        }
     }
 
     /// Selects `expression AS name` before the sums.
@@ -231,15 +254,10 @@ impl<'a> UsageQuery<'a> {
         self
     }
 
-    fn order_by(mut self, order: &str) -> Self {
-        self.order = Some(order.to_string());
-        self
-    }
-
     fn sql(&self) -> String {
         let mut columns = self.keys.clone();
         columns.push(self.sums.to_string());
-        let mut sql = format!("SELECT {} FROM usage_rows r", columns.join(", "));
+        let mut sql = format!("SELECT {} FROM {} r", columns.join(", "), self.table);
         if !self.join.is_empty() {
             sql.push(' ');
             sql.push_str(self.join);
@@ -251,10 +269,6 @@ impl<'a> UsageQuery<'a> {
         if !self.group.is_empty() {
             sql.push_str(" GROUP BY ");
             sql.push_str(&self.group.join(", "));
-        }
-        if let Some(order) = &self.order {
-            sql.push_str(" ORDER BY ");
-            sql.push_str(order);
         }
         sql
     }
@@ -270,17 +284,49 @@ impl<'a> UsageQuery<'a> {
     }
 }
 
-/// The key and label of a report grouped by `group_by`: `(key, join,
-/// label)` SQL.
-fn grouping(group_by: GroupBy) -> (&'static str, &'static str, &'static str) {
+/// How a report's rows are grouped: the key of a ledger row and of a
+/// rollup row, the join its label needs and the label (text; none for
+/// days, whose key says it all).
+struct Grouping {
+    row_key: &'static str,
+    rollup_key: &'static str,
+    join: &'static str,
+    label: &'static str,
+    by_day: bool,
+}
+
+impl Grouping {
+    fn key(&self, part: Part) -> &'static str {
+        match part {
+            Part::Rows(..) => self.row_key,
+            Part::Days(..) => self.rollup_key,
+        }
+    }
+}
+
+fn grouping(group_by: GroupBy) -> Grouping {
     match group_by {
-        GroupBy::Member => (
-            "r.user_id",
-            "LEFT JOIN users u ON u.id = r.user_id",
-            "MIN(u.email)",
-        ),
-        GroupBy::Model => ("r.model", "", "MIN(r.model)"),
-        GroupBy::Day => ("(r.started_at / 86400000)", "", "MIN(r.started_at)"),
+        GroupBy::Member => Grouping {
+            row_key: "r.user_id",
+            rollup_key: "r.user_id",
+            join: "LEFT JOIN users u ON u.id = r.user_id",
+            label: "MIN(u.email)",
+            by_day: false,
+        },
+        GroupBy::Model => Grouping {
+            row_key: "r.model",
+            rollup_key: "r.model",
+            join: "",
+            label: "MIN(r.model)",
+            by_day: false,
+        },
+        GroupBy::Day => Grouping {
+            row_key: ROW_DAY,
+            rollup_key: "r.day",
+            join: "",
+            label: "MIN('')",
+            by_day: true,
+        },
     }
 }
 
@@ -294,6 +340,30 @@ pub enum MineBy {
     Payer,
 }
 
+/// Groups summed across a range's parts, in report order: days by number,
+/// other keys as bytes.
+#[derive(Default)]
+struct Merged {
+    groups: BTreeMap<(i64, String), UsageGroup>,
+}
+
+impl Merged {
+    fn add(&mut self, order: i64, group: UsageGroup) {
+        match self.groups.entry((order, group.key.clone())) {
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                let held = entry.get_mut();
+                held.add(&group);
+                if held.label.is_empty() {
+                    held.label = group.label;
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(group);
+            }
+        }
+    }
+}
+
 impl Store {
     /// One person's usage in `[from, to)`, wherever it was billed,
     /// refusals left out.
@@ -304,50 +374,66 @@ impl Store {
         to: i64,
         by: MineBy,
     ) -> Result<Vec<UsageGroup>, StoreError> {
-        let (key, join, label) = match by {
-            MineBy::Day => grouping(GroupBy::Day),
-            MineBy::Model => grouping(GroupBy::Model),
-            MineBy::Payer => (
-                "COALESCE(r.team_id, '')",
-                "LEFT JOIN teams t ON t.id = r.team_id",
-                "MIN(t.name)",
-            ),
-        };
-        let report = UsageQuery::report("r.user_id =", user_id, from, to);
-        self.grouped(report, key, join, label, by == MineBy::Day)
+        self.user_usage_report_over(&Span::of(from, to), user_id, by)
             .await
     }
 
-    /// Runs `report` grouped by `key`, each group labelled by `label`
-    /// (text; none for days, whose key says it all).
+    /// [`Store::user_usage_report`] over a given split of its range.
+    pub async fn user_usage_report_over(
+        &self,
+        span: &Span,
+        user_id: &str,
+        by: MineBy,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let grouping = match by {
+            MineBy::Day => grouping(GroupBy::Day),
+            MineBy::Model => grouping(GroupBy::Model),
+            MineBy::Payer => Grouping {
+                row_key: "COALESCE(r.team_id, '')",
+                rollup_key: "r.team_id",
+                join: "LEFT JOIN teams t ON t.id = r.team_id",
+                label: "MIN(t.name)",
+                by_day: false,
+            },
+        };
+        self.grouped(span, "user_id", user_id, &grouping).await
+    }
+
+    /// Sums the rows of `owner` = `id` over `span`, grouped.
     async fn grouped(
         &self,
-        report: UsageQuery<'_>,
-        key: &str,
-        join: &'static str,
-        label: &str,
-        by_day: bool,
+        span: &Span,
+        owner: &str,
+        id: &str,
+        grouping: &Grouping,
     ) -> Result<Vec<UsageGroup>, StoreError> {
-        let report = report
-            .key(&format!("CAST({key} AS TEXT)"), "k")
-            .key(label, "label_raw")
-            .join(join)
-            .group_by(key)
-            .order_by(key);
-        let sql = report.sql();
-        let rows = report.query(&sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
+        let mut merged = Merged::default();
+        for &part in &span.parts {
+            let key = grouping.key(part);
+            let report = UsageQuery::report(part, owner, id)
+                .key(&format!("CAST({key} AS TEXT)"), "k")
+                .key(grouping.label, "label_raw")
+                .join(grouping.join)
+                .group_by(key);
+            let sql = report.sql();
+            let rows = report.query(&sql).fetch_all(&self.pool).await?;
+            for r in &rows {
                 let key: String = r.try_get("k")?;
-                let label = if by_day {
+                let label = if grouping.by_day {
                     String::new()
                 } else {
                     r.try_get::<Option<String>, _>("label_raw")?
                         .unwrap_or_default()
                 };
-                Ok(UsageGroup::from_sums(r, key, label)?)
-            })
-            .collect()
+                let order = if grouping.by_day {
+                    key.parse::<i64>().unwrap_or(i64::MAX)
+                } else {
+                    0
+                };
+                merged.add(order, UsageGroup::from_sums(r, key, label)?);
+            }
+        }
+        Ok(merged.groups.into_values().collect())
     }
 
     /// A member's recorded team spend in `[from, to)`.
@@ -370,14 +456,15 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Money, StoreError> {
-        let report = UsageQuery::new(SPEND_SUM)
-            .filter("r.team_id =", Bind::Text(team_id))
-            .filter("r.user_id =", Bind::Text(user_id))
-            .filter("r.started_at >=", Bind::Int(from))
-            .filter("r.started_at <", Bind::Int(to));
-        let sql = report.sql();
-        let row = report.query(&sql).fetch_one(&mut *conn).await?;
-        Ok(Money::from_nano(row.try_get("spent")?))
+        let mut spent: i64 = 0;
+        for part in Span::of(from, to).parts {
+            let report = UsageQuery::part(part, "team_id", team_id, SPEND_SUM)
+                .filter("r.user_id =", Bind::Text(user_id));
+            let sql = report.sql();
+            let row = report.query(&sql).fetch_one(&mut *conn).await?;
+            spent = spent.saturating_add(row.try_get("spent")?);
+        }
+        Ok(Money::from_nano(spent))
     }
 
     /// Each member's recorded team spend in `[from, to)`.
@@ -387,17 +474,22 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<HashMap<String, Money>, StoreError> {
-        let report = UsageQuery::new(SPEND_SUM)
-            .key("r.user_id", "user_id")
-            .filter("r.team_id =", Bind::Text(team_id))
-            .filter("r.started_at >=", Bind::Int(from))
-            .filter("r.started_at <", Bind::Int(to))
-            .group_by("r.user_id");
-        let sql = report.sql();
-        let rows = report.query(&sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("user_id")?, Money::from_nano(r.try_get("spent")?))))
-            .collect()
+        let mut spends: HashMap<String, i64> = HashMap::new();
+        for part in Span::of(from, to).parts {
+            let report = UsageQuery::part(part, "team_id", team_id, SPEND_SUM)
+                .key("r.user_id", "user_id")
+                .group_by("r.user_id");
+            let sql = report.sql();
+            for r in report.query(&sql).fetch_all(&self.pool).await? {
+                let spent: i64 = r.try_get("spent")?;
+                let held = spends.entry(r.try_get("user_id")?).or_default();
+                *held = held.saturating_add(spent);
+            }
+        }
+        Ok(spends
+            .into_iter()
+            .map(|(user, spent)| (user, Money::from_nano(spent)))
+            .collect())
     }
 
     /// The usage report of a team in `[from, to)`; refusals are not counted.
@@ -408,9 +500,19 @@ impl Store {
         to: i64,
         group_by: GroupBy,
     ) -> Result<Vec<UsageGroup>, StoreError> {
-        let (key, join, label) = grouping(group_by);
-        let report = UsageQuery::team_report(team_id, from, to);
-        self.grouped(report, key, join, label, group_by == GroupBy::Day)
+        self.usage_report_over(&Span::of(from, to), team_id, group_by)
+            .await
+    }
+
+    /// [`Store::usage_report`] over a given split of its range (the rows
+    /// alone with [`Span::rows_only`]: what the rollups are tested against).
+    pub async fn usage_report_over(
+        &self,
+        span: &Span,
+        team_id: &str,
+        group_by: GroupBy,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        self.grouped(span, "team_id", team_id, &grouping(group_by))
             .await
     }
 
@@ -423,28 +525,45 @@ impl Store {
         to: i64,
         split: GroupBy,
     ) -> Result<Vec<(i64, UsageGroup)>, StoreError> {
-        let (key, join, label) = match split {
+        self.usage_daily_split_over(&Span::of(from, to), team_id, split)
+            .await
+    }
+
+    /// [`Store::usage_daily_split`] over a given split of its range.
+    pub async fn usage_daily_split_over(
+        &self,
+        span: &Span,
+        team_id: &str,
+        split: GroupBy,
+    ) -> Result<Vec<(i64, UsageGroup)>, StoreError> {
+        let day = grouping(GroupBy::Day);
+        let grouping = match split {
             GroupBy::Member => grouping(GroupBy::Member),
             GroupBy::Model | GroupBy::Day => grouping(GroupBy::Model),
         };
-        let report = UsageQuery::team_report(team_id, from, to)
-            .key(ROW_DAY, "day")
-            .key(&format!("CAST({key} AS TEXT)"), "k")
-            .key(label, "label_raw")
-            .join(join)
-            .group_by(ROW_DAY)
-            .group_by(key)
-            .order_by("1, 2");
-        let sql = report.sql();
-        let rows = report.query(&sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
+        let mut merged = Merged::default();
+        for &part in &span.parts {
+            let (key, day) = (grouping.key(part), day.key(part));
+            let report = UsageQuery::report(part, "team_id", team_id)
+                .key(&format!("CAST({day} AS BIGINT)"), "day")
+                .key(&format!("CAST({key} AS TEXT)"), "k")
+                .key(grouping.label, "label_raw")
+                .join(grouping.join)
+                .group_by(day)
+                .group_by(key);
+            let sql = report.sql();
+            for r in report.query(&sql).fetch_all(&self.pool).await? {
                 let day: i64 = r.try_get("day")?;
                 let label: Option<String> = r.try_get("label_raw")?;
-                let group = UsageGroup::from_sums(r, r.try_get("k")?, label.unwrap_or_default())?;
-                Ok((day, group))
-            })
-            .collect()
+                let group = UsageGroup::from_sums(&r, r.try_get("k")?, label.unwrap_or_default())?;
+                merged.add(day, group);
+            }
+        }
+        Ok(merged
+            .groups
+            .into_iter()
+            .map(|((day, _), group)| (day, group))
+            .collect())
     }
 }
 

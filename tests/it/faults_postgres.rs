@@ -196,8 +196,10 @@ async fn twenty_sigkills_under_load_lose_only_the_last_moments() {
     let mut a = deployment.gateway("a");
     let team = team(&a, None).await;
     // flush_interval_ms is 10 in the fault config; the margin covers the
-    // Redis settlement before the row is queued, and one fsync.
-    let margin = Duration::from_millis(250);
+    // Redis settlement before the row is queued and the fsyncs ahead of it
+    // on a machine busy with other work (a CI run at a third of this
+    // machine's speed lost a row answered 250 ms before its kill).
+    let margin = Duration::from_millis(1500);
     let mut answered: Vec<(String, Instant)> = Vec::new();
     let mut kills: Vec<Instant> = Vec::new();
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -233,11 +235,11 @@ async fn twenty_sigkills_under_load_lose_only_the_last_moments() {
                 }
             }));
         }
-        // A random moment 150–650 ms into the load.
+        // A random moment 1.7–2.7 s into the load.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(150 + seed % 500)).await;
+        tokio::time::sleep(Duration::from_millis(1700 + seed % 1000)).await;
         a.kill();
         kills.push(Instant::now());
         for client in clients {

@@ -22,6 +22,7 @@ mod faults_shutdown;
 mod fixtures;
 mod hostile_edge;
 mod hostile_members;
+mod ledger_rollups;
 mod proxy_failures;
 mod proxy_holds;
 mod proxy_metering;

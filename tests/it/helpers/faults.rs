@@ -333,8 +333,8 @@ async fn redis_value(url: &str, key: &str) -> Option<i64> {
 fn spend_key(team: &Team) -> String {
     let period = tollgate::clock::period_of(tollgate::clock::now_ms());
     format!(
-        "{PREFIX}:spend:{}:{}:{}",
-        team.id, team.member_id, period.key
+        "{PREFIX}:spend:{}",
+        tollgate::counters::spend_key(&team.owner_id, &team.id, &team.member_id, &period.key)
     )
 }
 

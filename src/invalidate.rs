@@ -77,6 +77,11 @@ pub trait Forget: Send + Sync {
 pub struct Invalidator {
     /// Empty without Redis: one process, nothing to tell.
     redis_url: String,
+    /// The servers to publish and subscribe through: one, or every node of
+    /// a cluster (classic pub/sub reaches every node; a connection that
+    /// fails moves on to the next).
+    nodes: Vec<String>,
+    next_node: std::sync::atomic::AtomicUsize,
     channel: String,
     targets: Vec<Arc<dyn Forget>>,
     queue: mpsc::Sender<Invalidation>,
@@ -91,12 +96,22 @@ impl Invalidator {
         let (queue, waiting) = mpsc::channel(QUEUE);
         Invalidator {
             redis_url: redis_url.to_string(),
+            nodes: crate::counters::redis::Nodes::parse(redis_url).urls(),
+            next_node: std::sync::atomic::AtomicUsize::new(0),
             channel: format!("{redis_prefix}:invalidate"),
             targets,
             queue,
             waiting: Mutex::new(Some(waiting)),
             overflowed: AtomicBool::new(false),
         }
+    }
+
+    /// The next node to connect to (round robin over a cluster's nodes).
+    fn node(&self) -> &str {
+        let i = self.next_node.fetch_add(1, Ordering::Relaxed);
+        self.nodes
+            .get(i % self.nodes.len().max(1))
+            .map_or("", String::as_str)
     }
 
     /// Clears this process's caches.
@@ -189,7 +204,7 @@ impl Invalidator {
         batch: &BTreeSet<Invalidation>,
     ) -> Result<(), redis::RedisError> {
         if connection.is_none() {
-            let client = redis::Client::open(self.redis_url.as_str())?;
+            let client = redis::Client::open(self.node())?;
             *connection = Some(client.get_multiplexed_async_connection().await?);
         }
         let Some(connection) = connection.as_mut() else {
@@ -213,7 +228,7 @@ impl Invalidator {
         let mut backoff = Duration::from_millis(100);
         loop {
             let session = async {
-                let client = redis::Client::open(self.redis_url.as_str())?;
+                let client = redis::Client::open(self.node())?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&self.channel).await?;
                 // Anything sent while we were away is lost: start clean.

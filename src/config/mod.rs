@@ -277,6 +277,19 @@ mod tests {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert!(printed.contains("postgres://app:***@db:5432/t"));
+        // Every node of a list is redacted.
+        let config = load(
+            "[storage]\ndatabase_url='postgres://x@y/z'\nredis_url='redis://:one-secret@a:1,redis://:two-secret@b:2'\n",
+            &[],
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("one-secret") && !printed.contains("two-secret"),
+            "{printed}"
+        );
+        assert!(load("[storage]\nredis_prefix='a{b}'\n", &[]).is_err());
+        assert!(load("[storage]\nredis_url='memcache://x'\n", &[]).is_err());
     }
 
     #[test]

@@ -102,6 +102,14 @@ impl std::fmt::Debug for StorageConfig {
 /// A URL with the password of its user info replaced (`user:***@`), and
 /// any query string (which may carry one) dropped.
 pub fn redact_url(url: &str) -> String {
+    // A list of nodes: each one redacted.
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
     let url = url.split('?').next().unwrap_or(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();

@@ -86,13 +86,20 @@ pub(super) fn validate(
         ));
     }
     let redis_url = &raw.storage.redis_url;
-    if !(redis_url.is_empty()
-        || redis_url.starts_with("redis://")
-        || redis_url.starts_with("rediss://"))
-    {
+    let one_node = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+    let cluster =
+        redis_url.starts_with("redis+cluster://") || redis_url.starts_with("rediss+cluster://");
+    if !(redis_url.is_empty() || cluster || redis_url.split(',').map(str::trim).all(one_node)) {
         return Err(ConfigError::new(
             "storage.redis_url",
-            "must start with redis:// or be empty",
+            "must be empty, one redis:// (or rediss://) URL, a Redis Cluster as \
+             redis+cluster://host:port,host:port, or several redis:// URLs separated by commas",
+        ));
+    }
+    if raw.storage.redis_prefix.contains(['{', '}']) {
+        return Err(ConfigError::new(
+            "storage.redis_prefix",
+            "must not contain { or }: keys are hash-tagged with the paying account for Redis Cluster",
         ));
     }
     let postgres = !url.starts_with("sqlite:");

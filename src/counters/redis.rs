@@ -3,11 +3,19 @@
 //! and Lua only compares. Every step is one script (`*.lua` beside this
 //! file) and every call is bounded to 2 s: a call cut off by a dying server
 //! fails (and is retried or refused), it never hangs a request.
+//!
+//! One Redis or a Redis Cluster (`redis+cluster://host:port,host:port`, or
+//! several `redis://` URLs separated by commas). Every key is hash-tagged
+//! with its paying account (`<prefix>:bal:{acct}`,
+//! `<prefix>:spend:{acct}:team:user:YYYY-MM`, the settled and corrected
+//! marks likewise), so each script, which touches one account's keys,
+//! runs on one slot.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::fallback::LocalFallback;
 use super::{Correction, CounterError, CounterKey, Fix, Reserve, SpendHold, Stamp, Stamps};
@@ -46,8 +54,96 @@ fn money(text: &str) -> Result<Money, CounterError> {
         .map_err(|_| CounterError::Malformed(text.chars().take(32).collect()))
 }
 
+/// Where the counters live: one server, or the nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nodes {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl Nodes {
+    /// Reads `storage.redis_url`: `redis+cluster://[auth@]h1:p1,h2:p2` (or
+    /// `rediss+cluster://`), several URLs separated by commas (a cluster),
+    /// or one URL.
+    pub fn parse(url: &str) -> Nodes {
+        for (scheme, node_scheme) in [
+            ("redis+cluster://", "redis://"),
+            ("rediss+cluster://", "rediss://"),
+        ] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                return Nodes::Cluster(
+                    hosts
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(|host| format!("{node_scheme}{auth}{host}"))
+                        .collect(),
+                );
+            }
+        }
+        if url.contains(',') {
+            return Nodes::Cluster(
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
+        }
+        Nodes::Single(url.to_string())
+    }
+
+    /// Every node's URL (one for a single server).
+    pub fn urls(&self) -> Vec<String> {
+        match self {
+            Nodes::Single(url) => vec![url.clone()],
+            Nodes::Cluster(urls) => urls.clone(),
+        }
+    }
+}
+
+/// A connection to one server (reconnecting) or to a cluster (following
+/// its slots).
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 pub struct RedisCounters {
-    connection: ConnectionManager,
+    connection: Link,
     prefix: String,
     reserve: Script,
     settle: Script,
@@ -63,16 +159,33 @@ impl RedisCounters {
         prefix: &str,
         outage_budget: Option<Money>,
     ) -> Result<RedisCounters, CounterError> {
-        let client = redis::Client::open(url)?;
-        // Keep reconnecting (every 0.5 s at most) for as long as Redis is
-        // away: a reconnect that gives up would leave the manager failed
-        // after Redis returns. Each call is bounded by `REDIS_CALL_TIMEOUT`.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(1_000_000)
-            .set_max_delay(500);
-        let connection = ConnectionManager::new_with_config(client, config).await?;
+        let connection = match Nodes::parse(url) {
+            Nodes::Single(url) => {
+                let client = redis::Client::open(url)?;
+                // Keep reconnecting (every 0.5 s at most) for as long as
+                // Redis is away: a reconnect that gives up would leave the
+                // manager failed after Redis returns. Each call is bounded
+                // by `REDIS_CALL_TIMEOUT`.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(2))
+                    .set_number_of_retries(1_000_000)
+                    .set_max_delay(500);
+                Link::Single(ConnectionManager::new_with_config(client, config).await?)
+            }
+            Nodes::Cluster(nodes) => {
+                // The cluster connection follows MOVED and ASK answers and
+                // reconnects to nodes as it needs them; a call it cannot
+                // finish fails within `REDIS_CALL_TIMEOUT`.
+                let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(Duration::from_secs(1))
+                    .response_timeout(Duration::from_secs(2))
+                    .retries(3)
+                    .max_retry_wait(500)
+                    .build()?;
+                Link::Cluster(client.get_async_connection().await?)
+            }
+        };
         Ok(RedisCounters {
             connection,
             prefix: prefix.to_string(),
@@ -89,13 +202,21 @@ impl RedisCounters {
         self.fallback.as_deref()
     }
 
+    /// A counter's key, tagged with its paying account.
     fn key(&self, key: &CounterKey) -> String {
-        format!("{}:{}", self.prefix, key.name())
+        match key {
+            CounterKey::Balance(account) => format!("{}:bal:{{{account}}}", self.prefix),
+            CounterKey::Spend(name) => {
+                let rest = name.split_once(':').map_or("", |(_, rest)| rest);
+                format!("{}:spend:{{{}}}:{rest}", self.prefix, key.account())
+            }
+        }
     }
 
-    /// The mark of one request's settlement, kept `SETTLED_MARK_SECS`.
-    fn settled_key(&self, request_id: &str) -> String {
-        format!("{}:settled:{request_id}", self.prefix)
+    /// The mark of one request's settlement, kept `SETTLED_MARK_SECS`
+    /// (in the slot of the account it settles).
+    fn settled_key(&self, account: &str, request_id: &str) -> String {
+        format!("{}:settled:{{{account}}}:{request_id}", self.prefix)
     }
 
     /// Reserves in Redis; while Redis is away, from the local fallback when
@@ -211,7 +332,7 @@ impl RedisCounters {
         if let Some(key) = spend_key {
             invocation.key(self.key(&CounterKey::Spend(key.to_string())));
         }
-        invocation.key(self.settled_key(request_id));
+        invocation.key(self.settled_key(account, request_id));
         let unused = hold.nano().saturating_sub(cost.nano());
         invocation
             .arg(stamps.balance.as_str())
@@ -258,7 +379,12 @@ impl RedisCounters {
             Fix::Rebuild => ("rebuild", 0),
             Fix::Add(delta) => ("add", delta),
         };
-        let mark = format!("{}:corrected:{}", self.prefix, correction.id);
+        let mark = format!(
+            "{}:corrected:{{{}}}:{}",
+            self.prefix,
+            correction.key.account(),
+            correction.id
+        );
         bounded(async {
             let changed: i64 = self
                 .correct
@@ -292,12 +418,32 @@ impl RedisCounters {
             return Ok(Vec::new());
         }
         let mut connection = self.connection.clone();
-        let mut pipeline = redis::pipe();
-        for key in keys {
-            pipeline.cmd("HGET").arg(self.key(key)).arg("s");
-        }
         bounded(async {
-            let stamps: Vec<Option<String>> = pipeline.query_async(&mut connection).await?;
+            let stamps: Vec<Option<String>> = match &self.connection {
+                Link::Single(_) => {
+                    let mut pipeline = redis::pipe();
+                    for key in keys {
+                        pipeline.cmd("HGET").arg(self.key(key)).arg("s");
+                    }
+                    pipeline.query_async(&mut connection).await?
+                }
+                // Keys of several accounts live on several nodes: one
+                // command each, all at once.
+                Link::Cluster(_) => {
+                    let reads = keys.iter().map(|key| {
+                        let mut connection = self.connection.clone();
+                        let name = self.key(key);
+                        async move {
+                            redis::cmd("HGET")
+                                .arg(name)
+                                .arg("s")
+                                .query_async::<Option<String>>(&mut connection)
+                                .await
+                        }
+                    });
+                    futures_util::future::try_join_all(reads).await?
+                }
+            };
             Ok(stamps
                 .into_iter()
                 .map(|s| Stamp::from(s.unwrap_or_default()))
@@ -328,5 +474,34 @@ impl RedisCounters {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Nodes;
+
+    #[test]
+    fn cluster_urls_are_read() {
+        assert_eq!(
+            Nodes::parse("redis://127.0.0.1:6379"),
+            Nodes::Single("redis://127.0.0.1:6379".into())
+        );
+        assert_eq!(
+            Nodes::parse("redis+cluster://:pw@a:7000,b:7001, c:7002"),
+            Nodes::Cluster(vec![
+                "redis://:pw@a:7000".into(),
+                "redis://:pw@b:7001".into(),
+                "redis://:pw@c:7002".into()
+            ])
+        );
+        assert_eq!(
+            Nodes::parse("rediss+cluster://a:7000"),
+            Nodes::Cluster(vec!["rediss://a:7000".into()])
+        );
+        assert_eq!(
+            Nodes::parse("redis://a:1,redis://b:2"),
+            Nodes::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
     }
 }

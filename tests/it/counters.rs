@@ -12,7 +12,7 @@ async fn a_retried_settlement_applies_once() {
     let prefix = format!("tgtest-settle-{}", tollgate::keys::random_base62(8));
     let counters = Counters::redis(&redis_url(), &prefix, None).await.unwrap();
     let balance = CounterKey::Balance("acct".into());
-    let spend = CounterKey::Spend("team:user:2026-11".into());
+    let spend = CounterKey::Spend("acct:team:user:2026-11".into());
     counters
         .seed(&balance, Money::parse_usd("1").unwrap())
         .await
@@ -26,7 +26,7 @@ async fn a_retried_settlement_applies_once() {
             "acct",
             hold,
             Some(SpendHold {
-                key: "team:user:2026-11",
+                key: "acct:team:user:2026-11",
                 hard_limit: None,
             }),
         )
@@ -36,12 +36,26 @@ async fn a_retried_settlement_applies_once() {
         panic!("not held: {held:?}");
     };
     let first = counters
-        .settle("acct", Some("team:user:2026-11"), hold, cost, &stamps, &id)
+        .settle(
+            "acct",
+            Some("acct:team:user:2026-11"),
+            hold,
+            cost,
+            &stamps,
+            &id,
+        )
         .await
         .unwrap();
     // The same settlement again, as a retry after a lost reply would send.
     let again = counters
-        .settle("acct", Some("team:user:2026-11"), hold, cost, &stamps, &id)
+        .settle(
+            "acct",
+            Some("acct:team:user:2026-11"),
+            hold,
+            cost,
+            &stamps,
+            &id,
+        )
         .await
         .unwrap();
     assert_eq!(first, again, "the retry reports the same stamps");
@@ -90,7 +104,7 @@ async fn a_large_balance_is_held_exactly() {
     let prefix = format!("tgtest-large-{}", tollgate::keys::random_base62(8));
     let counters = Counters::redis(&redis_url(), &prefix, None).await.unwrap();
     let balance = CounterKey::Balance("acct".into());
-    let spend = CounterKey::Spend("team:user:2026-12".into());
+    let spend = CounterKey::Spend("acct:team:user:2026-12".into());
     let credit = Money::parse_usd("1000000").unwrap();
     counters.seed(&balance, credit).await.unwrap();
     counters
@@ -103,7 +117,7 @@ async fn a_large_balance_is_held_exactly() {
             "acct",
             hold,
             Some(SpendHold {
-                key: "team:user:2026-12",
+                key: "acct:team:user:2026-12",
                 hard_limit: None,
             }),
         )
@@ -125,8 +139,8 @@ async fn a_large_balance_is_held_exactly() {
     let client = redis::Client::open(redis_url().as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL")
-        .arg(format!("{prefix}:bal:acct"))
-        .arg(format!("{prefix}:spend:team:user:2026-12"))
+        .arg(format!("{prefix}:bal:{{acct}}"))
+        .arg(format!("{prefix}:spend:{{acct}}:team:user:2026-12"))
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -14,7 +14,16 @@ use crate::helpers::faults::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_hold_one_hard_limit() {
-    let deployment = Deployment::start().await;
+    hold_one_hard_limit(Deployment::start().await, "redis").await;
+}
+
+/// The same with the counters on a three-master Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_a_redis_cluster_hold_one_hard_limit() {
+    hold_one_hard_limit(Deployment::start_on_cluster().await, "redis cluster").await;
+}
+
+async fn hold_one_hard_limit(deployment: Deployment, what: &str) {
     let a = deployment.gateway("a");
     let b = deployment.gateway("b");
     let team = team(&a, Some("0.5")).await;
@@ -27,7 +36,7 @@ async fn two_processes_hold_one_hard_limit() {
     assert_eq!(spent, ok as i64 * ANSWER_NANO);
     let limit = Money::parse_usd("0.5").unwrap().nano();
     println!(
-        "two processes, 400 requests, hard limit $0.5: served {ok}, spent ${}, overspend ${}",
+        "two processes ({what}), 400 requests, hard limit $0.5: served {ok}, spent ${}, overspend ${}",
         Money::from_nano(spent),
         Money::from_nano((spent - limit).max(0))
     );

@@ -15,7 +15,17 @@ use crate::helpers::upstream::{MockUpstream, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_mid_load_loses_nothing() {
-    let mut deployment = Deployment::start().await;
+    flushed_mid_load(Deployment::start().await, "redis").await;
+}
+
+/// The same on a three-master Redis Cluster: every master killed and
+/// brought back empty (with its slots) while requests are in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_flushed_mid_load_loses_nothing() {
+    flushed_mid_load(Deployment::start_on_cluster().await, "redis cluster").await;
+}
+
+async fn flushed_mid_load(mut deployment: Deployment, what: &str) {
     let a = deployment.gateway("a");
     let b = deployment.gateway("b");
     let team = team(&a, None).await;
@@ -38,7 +48,7 @@ async fn redis_flushed_mid_load_loses_nothing() {
     let unavailable = answers.iter().filter(|(s, _)| *s == 503).count();
     let (served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
     println!(
-        "redis flush mid-load: {} requests, {served} served, {unavailable} refused 503 while Redis was away; counters == ledger (${})",
+        "{what} flush mid-load: {} requests, {served} served, {unavailable} refused 503 while Redis was away; counters == ledger (${})",
         answers.len(),
         Money::from_nano(spent)
     );
@@ -125,7 +135,7 @@ async fn a_settlement_given_up_during_a_partition_is_corrected() {
     })
     .await;
     let deployment = Deployment::start_with(upstream).await;
-    let partition = Partition::start(deployment.redis.port).await;
+    let partition = Partition::start(deployment.redis.port()).await;
     let config = deployment
         .config("a")
         .replace(&deployment.redis.url(), &partition.url());

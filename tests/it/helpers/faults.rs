@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use super::client;
 use super::fixture;
-use super::servers::{GatewayProcess, PgCluster, RedisServer, Scratch};
+use super::servers::{GatewayProcess, PgCluster, Redis, RedisCluster, RedisServer, Scratch};
 use super::upstream::{MockUpstream, Reply};
 
 pub const ADMIN: &str = "tga-fault-test-operator-0123456789abcdef";
@@ -22,7 +22,7 @@ pub const ANSWER_NANO: i64 = 3_347_500;
 
 pub struct Deployment {
     pub pg: PgCluster,
-    pub redis: RedisServer,
+    pub redis: Box<dyn Redis>,
     pub scratch: Scratch,
     _upstream: MockUpstream,
     upstream_url: String,
@@ -37,12 +37,31 @@ impl Deployment {
         Deployment::start_with(upstream).await
     }
 
+    /// A deployment on a three-master Redis Cluster.
+    pub async fn start_on_cluster() -> Deployment {
+        let upstream = MockUpstream::start(|_| {
+            Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
+        })
+        .await;
+        Deployment::start_on(upstream, true).await
+    }
+
     /// A deployment in front of the given upstream.
     pub async fn start_with(upstream: MockUpstream) -> Deployment {
-        let (pg, redis) =
-            tokio::task::spawn_blocking(|| (PgCluster::start(), RedisServer::start()))
-                .await
-                .unwrap();
+        Deployment::start_on(upstream, false).await
+    }
+
+    async fn start_on(upstream: MockUpstream, cluster: bool) -> Deployment {
+        let (pg, redis) = tokio::task::spawn_blocking(move || {
+            let redis: Box<dyn Redis> = if cluster {
+                Box::new(RedisCluster::start())
+            } else {
+                Box::new(RedisServer::start())
+            };
+            (PgCluster::start(), redis)
+        })
+        .await
+        .unwrap();
         Deployment {
             upstream_url: upstream.base_url(),
             _upstream: upstream,
@@ -320,21 +339,28 @@ pub async fn rows_of(
 }
 
 async fn redis_value(url: &str, key: &str) -> Option<i64> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("HGET")
-        .arg(key)
-        .arg("v")
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+    let mut command = redis::cmd("HGET");
+    command.arg(key).arg("v");
+    match tollgate::counters::redis::Nodes::parse(url) {
+        tollgate::counters::redis::Nodes::Cluster(nodes) => {
+            let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+            let mut conn = client.get_async_connection().await.unwrap();
+            command.query_async(&mut conn).await.unwrap()
+        }
+        tollgate::counters::redis::Nodes::Single(url) => {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            command.query_async(&mut conn).await.unwrap()
+        }
+    }
 }
 
 fn spend_key(team: &Team) -> String {
     let period = tollgate::clock::period_of(tollgate::clock::now_ms());
+    // Tagged with the paying account (one Redis Cluster slot per account).
     format!(
-        "{PREFIX}:spend:{}",
-        tollgate::counters::spend_key(&team.owner_id, &team.id, &team.member_id, &period.key)
+        "{PREFIX}:spend:{{{}}}:{}:{}:{}",
+        team.owner_id, team.id, team.member_id, period.key
     )
 }
 
@@ -360,7 +386,7 @@ pub async fn counters_equal_ledger(
     let spent: i64 = rows.values().map(|(cost, _)| cost).sum();
     let balance = redis_value(
         &deployment.redis.url(),
-        &format!("{PREFIX}:bal:{}", team.owner_id),
+        &format!("{PREFIX}:bal:{{{}}}", team.owner_id),
     )
     .await;
     let spend = redis_value(&deployment.redis.url(), &spend_key(team)).await;

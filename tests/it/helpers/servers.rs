@@ -202,6 +202,154 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis to kill and bring back empty: one server, or a cluster.
+pub trait Redis: Send + Sync {
+    /// The gateway's `storage.redis_url`.
+    fn url(&self) -> String;
+    /// Kills it; everything in it is lost.
+    fn kill(&mut self);
+    /// Starts it again, empty.
+    fn resume(&mut self);
+    /// The port of its (first) server.
+    fn port(&self) -> u16;
+}
+
+impl Redis for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+    fn kill(&mut self) {
+        RedisServer::kill(self)
+    }
+    fn resume(&mut self) {
+        RedisServer::resume(self)
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// A local Redis Cluster of three masters (no replicas), each with its
+/// own port and cluster bus port; its node files survive a kill, so the
+/// masters come back with their slots (and no data).
+pub struct RedisCluster {
+    nodes: Vec<(u16, u16, Option<Child>)>,
+    dir: Scratch,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = Scratch::new("redis-cluster");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let mut cluster = RedisCluster {
+            nodes: (0..3).map(|_| (free_port(), free_port(), None)).collect(),
+            dir,
+        };
+        cluster.spawn_all();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for (port, _, _) in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn spawn_all(&mut self) {
+        for (port, bus, child) in &mut self.nodes {
+            let spawned = Command::new("redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--dir",
+                    &self.dir.0.display().to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            *child = Some(spawned);
+        }
+        for (port, _, _) in &self.nodes {
+            let port = *port;
+            wait_for("redis cluster node", Duration::from_secs(10), || {
+                port_open(port)
+            });
+        }
+    }
+
+    /// Waits until every node says the cluster is up.
+    fn wait_ok(&self) {
+        for (port, _, _) in &self.nodes {
+            let port = *port;
+            wait_for("redis cluster state ok", Duration::from_secs(30), || {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+        }
+    }
+}
+
+impl Redis for RedisCluster {
+    fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(port, _, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    fn kill(&mut self) {
+        for (_, _, child) in &mut self.nodes {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        self.spawn_all();
+        self.wait_ok();
+    }
+
+    fn port(&self) -> u16 {
+        self.nodes[0].0
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        Redis::kill(self);
+    }
+}
+
 /// A `tollgate serve` process.
 pub struct GatewayProcess {
     child: Option<Child>,

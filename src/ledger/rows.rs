@@ -16,20 +16,18 @@ const USAGE_COLUMNS: &str =
      cache_write_1h_tokens, audio_input_tokens, audio_output_tokens, web_search_calls, \
      web_fetch_calls, code_execution_calls, service_tier, long_context";
 const USAGE_COLUMN_COUNT: usize = 30;
-/// Rows per multi-row insert (30 parameters each). SQLite prepares long
-/// statements slowly, so it gets short ones.
-const PG_ROWS_PER_STATEMENT: usize = 100;
+/// Rows per multi-row insert on SQLite (30 parameters each): it prepares
+/// long statements slowly, so it gets short ones.
 const SQLITE_ROWS_PER_STATEMENT: usize = 128;
 
-/// `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING` for `n` rows. SQLite
-/// gets anonymous `?` parameters: numbered ones cost it a name lookup per
-/// parameter on every bind.
-fn insert_usage_sql(n: usize, postgres: bool) -> String {
+/// `INSERT … VALUES (…),(…) ON CONFLICT DO NOTHING` for `n` rows, with
+/// anonymous `?` parameters (SQLite: numbered ones cost it a name lookup
+/// per parameter on every bind).
+fn insert_usage_sql(n: usize) -> String {
     let mut sql = String::with_capacity(64 + n * USAGE_COLUMN_COUNT * 5);
     sql.push_str("INSERT INTO usage_rows (");
     sql.push_str(USAGE_COLUMNS);
     sql.push_str(") VALUES ");
-    let mut param = 0;
     for i in 0..n {
         if i > 0 {
             sql.push(',');
@@ -39,18 +37,10 @@ fn insert_usage_sql(n: usize, postgres: bool) -> String {
             if c > 0 {
                 sql.push(',');
             }
-            param += 1;
-            if postgres {
-                sql.push('$');
-                sql.push_str(&param.to_string());
-            } else {
-                sql.push('?');
-            }
+            sql.push('?');
         }
         sql.push(')');
     }
-    // No conflict target: on PostgreSQL the key is (request_id,
-    // started_at), the partition key being part of it.
     sql.push_str(" ON CONFLICT DO NOTHING RETURNING request_id");
     sql
 }
@@ -80,20 +70,17 @@ impl Store {
             return Ok(inserted);
         }
         let postgres = conn.backend_name() == "PostgreSQL";
-        // In rollup key order: a transaction of several statements then
-        // takes its rollup rows' locks in one order, as every other writer
-        // does (no deadlock between two gateways' batches).
+        if postgres {
+            return Self::insert_usage_rows_pg(conn, rows).await;
+        }
+        // SQLite takes one writer at a time; the rows go in rollup key
+        // order all the same.
         let mut rows: Vec<&Entry> = rows.iter().collect();
         rows.sort_by(|a, b| {
             crate::store::rollups::sort_key(a).cmp(&crate::store::rollups::sort_key(b))
         });
-        let per_statement = if postgres {
-            PG_ROWS_PER_STATEMENT
-        } else {
-            SQLITE_ROWS_PER_STATEMENT
-        };
-        for chunk in rows.chunks(per_statement) {
-            let sql = insert_usage_sql(chunk.len(), postgres);
+        for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
+            let sql = insert_usage_sql(chunk.len());
             let mut query = sqlx::query(&sql);
             for row in chunk {
                 query = query
@@ -133,6 +120,68 @@ impl Store {
             }
         }
         Ok(inserted)
+    }
+
+    /// Inserts rows on Postgres in one statement, however many: the rows go
+    /// as one JSON parameter (`json_populate_recordset`), so the rollup
+    /// trigger fires once and takes its rollup rows, then its account rows,
+    /// each in key order: every writer takes its locks in one order, and
+    /// two gateways' batches never deadlock.
+    async fn insert_usage_rows_pg(
+        conn: &mut AnyConnection,
+        rows: &[Entry],
+    ) -> Result<Vec<String>, StoreError> {
+        let records: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "request_id": r.request_id.as_str(),
+                    "user_id": r.user_id,
+                    "key_id": r.key_id,
+                    "account_id": r.account_id,
+                    "team_id": r.team_id,
+                    "model": r.model,
+                    "provider": r.provider,
+                    "endpoint": r.endpoint,
+                    "streamed": i64::from(r.streamed),
+                    "input_tokens": r.input_tokens,
+                    "cached_tokens": r.cached_tokens,
+                    "cache_write_tokens": r.cache_write_tokens,
+                    "output_tokens": r.output_tokens,
+                    "reasoning_tokens": r.reasoning_tokens,
+                    "cost_nano": r.cost_nano,
+                    "usage_source": r.usage_source.as_str(),
+                    "status": r.status.as_str(),
+                    "error_code": r.error_code,
+                    "http_status": r.http_status,
+                    "latency_ms": r.latency_ms,
+                    "started_at": r.started_at,
+                    "finished_at": r.finished_at,
+                    "cache_write_1h_tokens": r.cache_write_1h_tokens,
+                    "audio_input_tokens": r.audio_input_tokens,
+                    "audio_output_tokens": r.audio_output_tokens,
+                    "web_search_calls": r.web_search_calls,
+                    "web_fetch_calls": r.web_fetch_calls,
+                    "code_execution_calls": r.code_execution_calls,
+                    "service_tier": r.service_tier.map(|t| t.as_str()),
+                    "long_context": i64::from(r.long_context),
+                })
+            })
+            .collect();
+        let payload = serde_json::Value::Array(records).to_string();
+        let sql = format!(
+            "INSERT INTO usage_rows ({USAGE_COLUMNS}) \
+             SELECT {USAGE_COLUMNS} FROM json_populate_recordset(NULL::usage_rows, CAST($1 AS json)) \
+             ON CONFLICT DO NOTHING RETURNING request_id"
+        );
+        let stored = sqlx::query(&sql)
+            .bind(payload)
+            .fetch_all(&mut *conn)
+            .await?;
+        stored
+            .iter()
+            .map(|r| Ok(r.try_get("request_id")?))
+            .collect()
     }
 
     /// Inserts rows on a Postgres connection with one `UNNEST` statement

@@ -62,6 +62,11 @@ const SUMS: [(&str, &str); 17] = [
 
 /// The settings key that says the rollups hold every stored row.
 const BUILT: &str = "usage_daily_built";
+/// Likewise for `usage_accounts` (filled from the daily rollups).
+const ACCOUNTS_BUILT: &str = "usage_accounts_built";
+
+const ACCOUNTS_UPSERT: &str = "ON CONFLICT (account_id) DO UPDATE SET \
+     cost_nano = usage_accounts.cost_nano + excluded.cost_nano";
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -153,9 +158,11 @@ pub(super) async fn ensure(store: &Store) -> Result<(), StoreError> {
             "CREATE OR REPLACE FUNCTION tollgate_usage_rollup() RETURNS trigger \
              LANGUAGE plpgsql AS $body$ BEGIN \
              INSERT INTO usage_daily ({columns}) {} {}; \
+             INSERT INTO usage_accounts (account_id, cost_nano) {} {ACCOUNTS_UPSERT}; \
              RETURN NULL; END $body$",
             aggregate("new_rows", true),
-            upsert()
+            upsert(),
+            accounts_aggregate("new_rows", true),
         );
         conn.execute(function.as_str()).await?;
         let present: i64 = sqlx::query(
@@ -184,7 +191,10 @@ pub(super) async fn ensure(store: &Store) -> Result<(), StoreError> {
         let trigger = format!(
             "CREATE TRIGGER usage_rows_rollup AFTER INSERT ON usage_rows \
              WHEN NEW.status <> 'refused' BEGIN \
-             INSERT INTO usage_daily ({columns}) VALUES ({}) {}; END",
+             INSERT INTO usage_daily ({columns}) VALUES ({}) {}; \
+             INSERT INTO usage_accounts (account_id, cost_nano) \
+             SELECT NEW.account_id, NEW.cost_nano WHERE NEW.usage_source <> 'imported' \
+             {ACCOUNTS_UPSERT}; END",
             values.join(", "),
             upsert()
         );
@@ -207,8 +217,42 @@ pub(super) async fn ensure(store: &Store) -> Result<(), StoreError> {
             .execute(&mut *conn)
             .await?;
     }
+    let accounts_built = sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(ACCOUNTS_BUILT)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if !accounts_built {
+        conn.execute("DELETE FROM usage_accounts").await?;
+        conn.execute(
+            "INSERT INTO usage_accounts (account_id, cost_nano) \
+             SELECT account_id, SUM(cost_nano - imported_cost_nano) FROM usage_daily \
+             GROUP BY account_id",
+        )
+        .await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
+            .bind(ACCOUNTS_BUILT)
+            .execute(&mut *conn)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
+}
+
+/// The spend of each account among `from`'s rows that counts in a balance,
+/// in account order (after the daily rollups, in every writer: one lock
+/// order).
+fn accounts_aggregate(from: &str, postgres: bool) -> String {
+    let order = if postgres {
+        "account_id COLLATE \"C\""
+    } else {
+        "account_id"
+    };
+    format!(
+        "SELECT account_id, SUM(cost_nano) FROM {from} \
+         WHERE status <> 'refused' AND usage_source <> 'imported' \
+         GROUP BY account_id ORDER BY {order}"
+    )
 }
 
 /// The sort key the writer orders a batch by before inserting it, so that
@@ -285,7 +329,7 @@ fn ceil_day(ms: i64) -> i64 {
 
 impl Store {
     /// The durable balance of an account: credits minus recorded spend
-    /// (imported history left out), from the rollups. Rows still queued
+    /// (imported history left out), from `usage_accounts`. Rows still queued
     /// for the ledger are not in it; counters are.
     pub async fn recorded_balance_on(
         conn: &mut AnyConnection,
@@ -294,7 +338,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT \
                CAST(COALESCE((SELECT SUM(amount_nano) FROM credits WHERE user_id = $1), 0) AS BIGINT) AS credit, \
-               CAST(COALESCE((SELECT SUM(cost_nano - imported_cost_nano) FROM usage_daily WHERE account_id = $1), 0) AS BIGINT) AS spent",
+               CAST(COALESCE((SELECT cost_nano FROM usage_accounts WHERE account_id = $1), 0) AS BIGINT) AS spent",
         )
         .bind(account_id)
         .fetch_one(&mut *conn)

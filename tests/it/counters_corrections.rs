@@ -5,7 +5,6 @@
 //! a crash; one left behind is applied by a running gateway; and with
 //! in-process counters a credit racing an account's first seed is kept.
 
-use redis::AsyncCommands;
 use tollgate::accounts;
 use tollgate::counters::{CounterKey, Counters, Reserve, Stamps};
 use tollgate::domain::{RequestId, Status};
@@ -305,13 +304,9 @@ async fn a_credit_racing_the_first_seed_is_kept_in_process() {
     f.finish().await;
 }
 
+/// What a Redis restart does to one counter.
 async fn drop_counter(f: &Fixture, key: &CounterKey) {
-    let client = redis::Client::open(f.storage.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = conn
-        .del(format!("{}:{}", f.storage.redis_prefix, key.name()))
-        .await
-        .unwrap();
+    f.counters.forget(key).await.unwrap();
 }
 
 async fn leave_correction(database_url: &str, id: &str, counter: &str, stamp: &str, delta: i64) {

@@ -35,6 +35,7 @@ CREATE TABLE webhook_deliveries (
     attempts      BIGINT NOT NULL,
     next_at       BIGINT NOT NULL,
     lease_until   BIGINT NOT NULL,
+    lease_owner   TEXT,
     created_at    BIGINT NOT NULL,
     delivered_at  BIGINT
 );

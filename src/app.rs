@@ -192,11 +192,28 @@ impl App {
             state.clone(),
             subscriber_stop.clone(),
         ));
+        // Detached, not tracked: awaited with the subscriber. Deliveries it
+        // leaves half done are leased and taken again later.
+        let deliverer = match crate::webhooks::Deliverer::new(
+            state.store.clone(),
+            state.config.webhooks.allow_private_networks,
+        ) {
+            Ok(deliverer) => Some(tasks::detached(
+                Arc::new(deliverer).run(subscriber_stop.clone()),
+            )),
+            Err(error) => {
+                tracing::error!(%error, "Webhook delivery could not start.");
+                None
+            }
+        };
         serve(listener, state.clone(), shutdown).await;
         subscriber_stop.cancel();
         let _ = subscriber.await;
         let _ = publisher.await;
         let _ = maintenance.await;
+        if let Some(deliverer) = deliverer {
+            let _ = deliverer.await;
+        }
         state.tasks.close();
         state.tasks.wait().await;
         ledger_stop.cancel();

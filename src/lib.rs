@@ -50,3 +50,4 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod throttle;
+pub mod webhooks;

@@ -7,10 +7,12 @@
 
 mod invitations;
 mod json;
+mod limits;
 mod members;
 mod teams;
 mod usage;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -143,6 +145,7 @@ async fn route(
         }
         (&Method::GET, ["me"]) => users::me(state, &caller).await,
         (&Method::GET, ["me", "usage"]) => usage::mine(state, &caller, &request).await,
+        (&Method::GET, ["me", "limits"]) => limits::mine(state, &caller).await,
         (&Method::GET, ["models"]) => users::models(state),
         (&Method::GET, ["me", "keys"]) => users::list_my_keys(state, &caller).await,
         (&Method::POST, ["me", "keys"]) => users::create_my_key(state, &caller, request).await,
@@ -183,6 +186,16 @@ async fn route(
         }
         (&Method::POST, ["teams", id, "join-requests", join, "deny"]) => {
             invitations::decide(state, &caller, id, join, false).await
+        }
+        (&Method::POST, ["teams", id, "webhooks"]) => {
+            webhooks::create(state, &caller, id, request).await
+        }
+        (&Method::GET, ["teams", id, "webhooks"]) => webhooks::list(state, &caller, id).await,
+        (&Method::DELETE, ["teams", id, "webhooks", hook]) => {
+            webhooks::delete(state, &caller, id, hook).await
+        }
+        (&Method::GET, ["teams", id, "webhooks", hook, "deliveries"]) => {
+            webhooks::deliveries(state, &caller, id, hook).await
         }
         (&Method::GET, ["teams", id, "usage"]) => usage::report(state, &caller, id, &request).await,
         (&Method::GET, ["teams", id, "audit"]) => {

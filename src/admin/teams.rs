@@ -106,6 +106,7 @@ fn team_settings_json(team: &Team) -> Value {
         "default_monthly_limit_usd": money_or_null(team.default_monthly_limit),
         "enforcement": team.enforcement,
         "restricted_models": team.restricted_models,
+        "low_balance_usd": money_or_null(team.low_balance),
     })
 }
 
@@ -131,6 +132,7 @@ async fn overview_json(state: &AppState, team: &Team) -> Result<Value, GatewayEr
         "default_monthly_limit_usd": money_or_null(team.default_monthly_limit),
         "enforcement": team.enforcement,
         "restricted_models": team.restricted_models,
+        "low_balance_usd": money_or_null(team.low_balance),
         "invite_link_enabled": team.invite_link_hash.is_some(),
         "created_at": rfc3339(team.created_at),
     }))
@@ -180,6 +182,7 @@ pub async fn create(
         restricted_models: Vec::new(),
         invite_link_hash: None,
         created_at: state.clock.now_ms(),
+        low_balance: None,
     };
     state.store.create_team(&team).await?;
     audit(
@@ -243,9 +246,16 @@ pub async fn update(
             "default_monthly_limit_usd",
             "enforcement",
             "restricted_models",
+            "low_balance_usd",
         ],
     )
     .await?;
+    if input.contains_key("low_balance_usd") && access.role < Role::Owner {
+        return Err(GatewayError::Forbidden(
+            "Only the team's owner sets the low-balance threshold (it is about the owner's balance)."
+                .into(),
+        ));
+    }
     let before = team_settings_json(&access.team);
     let mut team = access.team;
     if let Some(value) = input.get("name") {
@@ -268,6 +278,9 @@ pub async fn update(
     }
     if let Some(value) = input.get("restricted_models") {
         team.restricted_models = restricted_models(value)?;
+    }
+    if let Some(value) = input.get("low_balance_usd") {
+        team.low_balance = limit_input(value, "low_balance_usd")?;
     }
     state.store.update_team(&team).await?;
     state.forget_policies();

@@ -208,6 +208,9 @@ pub async fn add_credits(
     crate::accounts::add_credit(&state.store, &state.counters, &credit)
         .await
         .inspect_err(|error| tracing::warn!(%error, "Counter step failed."))?;
+    // Topped up above a team's low-balance threshold: `balance.low` may
+    // fire again at the next crossing.
+    state.store.rearm_low_balance(user_id).await?;
     audit(
         state,
         None,

@@ -27,7 +27,7 @@ use self::validate::validate;
 
 pub use self::sections::{
     CacheConfig, LedgerConfig, LimitsConfig, MeteringConfig, OnClientDisconnect, ServerConfig,
-    StorageConfig, UpstreamConfig,
+    StorageConfig, UpstreamConfig, WebhooksConfig,
 };
 
 /// A secret value: `Debug` and `Display` print a redaction.
@@ -126,6 +126,7 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub cache: CacheConfig,
     pub metering: MeteringConfig,
+    pub webhooks: WebhooksConfig,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }

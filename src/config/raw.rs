@@ -8,7 +8,7 @@ use toml::Value;
 
 use super::sections::{
     CacheConfig, LedgerConfig, LimitsConfig, MeteringConfig, ServerConfig, StorageConfig,
-    UpstreamConfig,
+    UpstreamConfig, WebhooksConfig,
 };
 use super::ConfigError;
 
@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) ledger: LedgerConfig,
     pub(super) cache: CacheConfig,
     pub(super) metering: MeteringConfig,
+    pub(super) webhooks: WebhooksConfig,
     pub(super) providers: Vec<RawProvider>,
     pub(super) models: Vec<RawModel>,
 }

@@ -218,6 +218,16 @@ impl Default for LedgerConfig {
     }
 }
 
+/// `[webhooks]`
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Let webhooks reach loopback, private and link-local addresses
+    /// (refused by default: a team admin must not reach the operator's
+    /// internal network through them).
+    pub allow_private_networks: bool,
+}
+
 /// `[cache]`
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]

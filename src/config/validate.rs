@@ -389,6 +389,7 @@ pub(super) fn validate(
         ledger: raw.ledger,
         cache: raw.cache,
         metering: raw.metering,
+        webhooks: raw.webhooks,
         providers,
         models,
     })

@@ -21,6 +21,7 @@
 //! is killed (SIGKILL, power loss): at most one flush interval (50 ms by
 //! default) of settled rows, plus the time of one fsync.
 
+mod alerts;
 mod entry;
 pub mod import;
 mod owed;

@@ -45,6 +45,18 @@ fn insert_usage_sql(n: usize) -> String {
     sql
 }
 
+/// The rollup key of a row (`store/rollups.rs`): SQLite's batches are
+/// inserted in this order.
+fn sort_key(row: &Entry) -> (&str, i64, &str, &str, &str) {
+    (
+        row.team_id.as_deref().unwrap_or(""),
+        row.started_at / 86_400_000,
+        &row.user_id,
+        &row.model,
+        &row.account_id,
+    )
+}
+
 impl Store {
     /// Inserts rows in one transaction; a row whose request id is already
     /// stored is skipped, so a retried batch never counts twice. Returns the
@@ -76,9 +88,7 @@ impl Store {
         // SQLite takes one writer at a time; the rows go in rollup key
         // order all the same.
         let mut rows: Vec<&Entry> = rows.iter().collect();
-        rows.sort_by(|a, b| {
-            crate::store::rollups::sort_key(a).cmp(&crate::store::rollups::sort_key(b))
-        });
+        rows.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
             let sql = insert_usage_sql(chunk.len());
             let mut query = sqlx::query(&sql);

@@ -17,7 +17,7 @@ use super::{Entry, LedgerStats};
 use crate::accounts::AccountsError;
 use crate::corrections;
 use crate::counters::{CounterKey, Counters};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub(super) struct Writer {
     pub(super) store: Store,
@@ -591,8 +591,14 @@ pub async fn write_rows(
     counters: &Counters,
     rows: &[Entry],
 ) -> Result<u64, AccountsError> {
+    let now = crate::clock::now_ms();
     if !counters.can_be_rebuilt() {
-        return Ok(store.insert_usage_rows(rows).await?);
+        let mut tx = store.pool().begin().await.map_err(StoreError::from)?;
+        let judged = super::alerts::before_on(&mut tx, rows).await?;
+        let inserted = Store::insert_usage_rows_on(&mut tx, rows).await?;
+        super::alerts::after_on(&mut tx, &judged, rows, now).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Ok(inserted.len() as u64);
     }
     let keys: Vec<CounterKey> = rows
         .iter()
@@ -604,8 +610,10 @@ pub async fn write_rows(
     let names: Vec<String> = keys.iter().map(CounterKey::name).collect();
     let mut lock = store.lock_counters(&names, false).await?;
     let stored = async {
+        let judged = super::alerts::before_on(lock.conn(), rows).await?;
         let stamps_now = counters.stamps(&keys).await?;
         let inserted = Store::insert_usage_rows_on(lock.conn(), rows).await?;
+        super::alerts::after_on(lock.conn(), &judged, rows, now).await?;
         let owed = {
             let inserted: BTreeSet<&str> = inserted.iter().map(String::as_str).collect();
             owed::owed(rows, &inserted, &keys, &stamps_now)

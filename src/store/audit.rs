@@ -82,24 +82,85 @@ impl Store {
 
     // === Limit events ===
 
-    /// Records a limit event once per member, period and kind.
+    /// Records a limit event once per member, period and kind; the first
+    /// hard refusal of a month also raises `limit.blocked` (same
+    /// transaction).
     pub async fn record_limit_event(&self, event: &LimitEvent) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = Self::insert_limit_event_on(
+            &mut tx,
+            &event.team_id,
+            &event.user_id,
+            &event.period,
+            event.kind,
+            event.limit,
+            event.spend,
+            event.at,
+        )
+        .await?;
+        if fresh && event.kind == "hard_refused" {
+            let email: Option<String> = sqlx::query("SELECT email FROM users WHERE id = $1")
+                .bind(&event.user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("email"))
+                .transpose()?;
+            Self::record_event_on(
+                &mut tx,
+                &super::events::NewEvent {
+                    team_id: event.team_id.clone(),
+                    kind: "limit.blocked",
+                    dedupe: format!(
+                        "limit.blocked:{}:{}:{}",
+                        event.team_id, event.user_id, event.period
+                    ),
+                    data: serde_json::json!({
+                        "user_id": event.user_id,
+                        "email": email,
+                        "spent_usd": event.spend.to_string(),
+                        "limit_usd": event.limit.to_string(),
+                        "month": event.period,
+                    }),
+                    at: event.at,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// Inserts a limit event unless one of its member, period and kind is
+    /// recorded; true when it is new.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_limit_event_on(
+        conn: &mut sqlx::AnyConnection,
+        team_id: &str,
+        user_id: &str,
+        period: &str,
+        kind: &str,
+        limit: Money,
+        spend: Money,
+        at: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO limit_events (team_id, user_id, period, kind, limit_nano, spend_nano, at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (team_id, user_id, period, kind) DO NOTHING",
         )
-        .bind(&event.team_id)
-        .bind(&event.user_id)
-        .bind(&event.period)
-        .bind(event.kind)
-        .bind(event.limit.nano())
-        .bind(event.spend.nano())
-        .bind(event.at)
-        .execute(&self.pool)
+        .bind(team_id)
+        .bind(user_id)
+        .bind(period)
+        .bind(kind)
+        .bind(limit.nano())
+        .bind(spend.nano())
+        .bind(at)
+        .execute(&mut *conn)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    /// Soft crossings and hard refusals recorded for a member and month
+    /// (the threshold alerts are counted apart).
     pub async fn limit_event_count(
         &self,
         team_id: &str,
@@ -107,7 +168,8 @@ impl Store {
         period: &str,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM limit_events WHERE team_id = $1 AND user_id = $2 AND period = $3",
+            "SELECT COUNT(*) AS n FROM limit_events WHERE team_id = $1 AND user_id = $2 AND period = $3 \
+             AND kind IN ('soft_exceeded', 'hard_refused')",
         )
         .bind(team_id)
         .bind(user_id)

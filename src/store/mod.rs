@@ -9,6 +9,7 @@
 //! writer is the only writer of usage rows, whose SQL is in `ledger/rows.rs`.
 
 pub mod audit;
+pub mod events;
 pub mod invitations;
 pub mod partitions;
 pub mod reports;

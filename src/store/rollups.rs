@@ -255,18 +255,6 @@ fn accounts_aggregate(from: &str, postgres: bool) -> String {
     )
 }
 
-/// The sort key the writer orders a batch by before inserting it, so that
-/// a transaction of several statements takes rollup rows in one order.
-pub fn sort_key(row: &crate::ledger::Entry) -> (&str, i64, &str, &str, &str) {
-    (
-        row.team_id.as_deref().unwrap_or(""),
-        row.started_at / DAY_MS,
-        &row.user_id,
-        &row.model,
-        &row.account_id,
-    )
-}
-
 /// One part of a report's range: ledger rows in `[from, to)` (ms), or
 /// rollups of the UTC days `[first, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,8 @@ pub struct Team {
     pub restricted_models: Vec<String>,
     pub invite_link_hash: Option<String>,
     pub created_at: i64,
+    /// Below this owner's balance the team raises `balance.low`.
+    pub low_balance: Option<Money>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub struct Member {
     pub joined_at: i64,
 }
 
-const TEAM_COLUMNS: &str = "id, name, owner_id, default_monthly_limit_nano, enforcement, restricted_models, invite_link_hash, created_at";
+const TEAM_COLUMNS: &str = "id, name, owner_id, default_monthly_limit_nano, enforcement, restricted_models, invite_link_hash, created_at, low_balance_nano";
 
 fn team_from_row(row: &AnyRow) -> Result<Team, StoreError> {
     let restricted: String = row.try_get("restricted_models")?;
@@ -56,6 +58,9 @@ fn team_from_row(row: &AnyRow) -> Result<Team, StoreError> {
         restricted_models: serde_json::from_str(&restricted).unwrap_or_default(),
         invite_link_hash: row.try_get("invite_link_hash")?,
         created_at: row.try_get("created_at")?,
+        low_balance: row
+            .try_get::<Option<i64>, _>("low_balance_nano")?
+            .map(Money::from_nano),
     })
 }
 
@@ -126,15 +131,20 @@ impl Store {
     }
 
     /// Saves name, default limit, enforcement and restrictions.
+    /// Saves a team's settings; a changed low-balance threshold is armed
+    /// again (it fires at the next settlement below it).
     pub async fn update_team(&self, team: &Team) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE teams SET name = $1, default_monthly_limit_nano = $2, enforcement = $3, restricted_models = $4 \
-             WHERE id = $5 AND deleted_at IS NULL",
+            "UPDATE teams SET name = $1, default_monthly_limit_nano = $2, enforcement = $3, restricted_models = $4, \
+             low_balance_fired_at = CASE WHEN low_balance_nano IS NOT DISTINCT FROM $5 THEN low_balance_fired_at ELSE NULL END, \
+             low_balance_nano = $5 \
+             WHERE id = $6 AND deleted_at IS NULL",
         )
         .bind(&team.name)
         .bind(team.default_monthly_limit.map(Money::nano))
         .bind(team.enforcement.as_str())
         .bind(serde_json::to_string(&team.restricted_models).unwrap_or_else(|_| "[]".into()))
+        .bind(team.low_balance.map(Money::nano))
         .bind(&team.id)
         .execute(&self.pool)
         .await?;
@@ -275,6 +285,7 @@ impl Store {
         role: Role,
         at: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO team_members (team_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role, joined_at = excluded.joined_at, \
@@ -284,8 +295,10 @@ impl Store {
         .bind(user_id)
         .bind(role.as_str())
         .bind(at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        Self::record_member_event_on(&mut tx, team_id, user_id, true, role.as_str(), at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -315,12 +328,28 @@ impl Store {
         user_id: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE team_members SET removed_at = $1 WHERE team_id = $2 AND user_id = $3 AND removed_at IS NULL")
+        let mut tx = self.pool.begin().await?;
+        let role: Option<String> = sqlx::query(
+            "SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2 AND removed_at IS NULL",
+        )
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("role"))
+        .transpose()?;
+        let removed = sqlx::query("UPDATE team_members SET removed_at = $1 WHERE team_id = $2 AND user_id = $3 AND removed_at IS NULL")
             .bind(at)
             .bind(team_id)
             .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 1 {
+            let role = role.unwrap_or_default();
+            Self::record_member_event_on(&mut tx, team_id, user_id, false, &role, at).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

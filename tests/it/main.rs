@@ -37,3 +37,4 @@ mod teams_limits;
 mod teams_reports;
 mod teams_validation;
 mod usage_import;
+mod webhooks;

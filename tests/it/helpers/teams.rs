@@ -77,7 +77,7 @@ pub async fn accept(gw: &TestGateway, token: &str, key: &str) -> u16 {
     .status
 }
 
-async fn invite_and_accept(
+pub async fn invite_and_accept(
     gw: &TestGateway,
     team_id: &str,
     by: &str,

@@ -111,6 +111,8 @@ pub struct Seen {
     pub path: String,
     pub headers: HeaderMap,
     pub body: serde_json::Value,
+    /// The body's bytes as they arrived (up to 1 MiB).
+    pub raw: Bytes,
 }
 
 type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -125,7 +127,15 @@ pub struct MockUpstream {
 
 impl MockUpstream {
     pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0, script).await
+    }
+
+    /// On a given port (0: any).
+    pub async fn start_on(
+        port: u16,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> MockUpstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let delivered = Arc::new(Mutex::new(Vec::new()));
@@ -200,6 +210,11 @@ async fn answer(
             serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
         } else {
             serde_json::Value::Null
+        },
+        raw: if bytes.len() <= 1 << 20 {
+            bytes.clone()
+        } else {
+            Bytes::new()
         },
     };
     let reply = script(&record);

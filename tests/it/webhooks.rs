@@ -600,3 +600,105 @@ async fn headroom_agrees_with_admission(backend: Backend) {
 }
 
 both_backends!(headroom_agrees_with_admission);
+
+/// `balance.low`: once per crossing, armed again by a credit that lifts the
+/// balance above the threshold.
+async fn a_low_balance_is_told_once_per_crossing(backend: Backend) {
+    let upstream = MockUpstream::start(|_| {
+        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
+    })
+    .await;
+    let gw = TestGateway::start_with(
+        backend,
+        &standard_models(&upstream.base_url()),
+        ALLOW_PRIVATE,
+    )
+    .await;
+    let hooks = receiver(0).await;
+    let owner = user(&gw, "owner@low.test", "0.02").await;
+    let member = user(&gw, "member@low.test", "0").await;
+    let team = call(
+        &gw,
+        "POST",
+        "/api/teams",
+        &owner.key,
+        Some(json!({"name": "Low"})),
+    )
+    .await
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    create_hook(
+        &gw,
+        &team,
+        &owner.key,
+        &hook_url(&hooks),
+        json!(["balance.low"]),
+    )
+    .await;
+    crate::helpers::teams::invite_and_accept(
+        &gw,
+        &team,
+        &owner.key,
+        &member,
+        "member@low.test",
+        "member",
+    )
+    .await;
+    // Only the owner sets it.
+    let by_admin = call(
+        &gw,
+        "PATCH",
+        &format!("/api/teams/{team}"),
+        &member.key,
+        Some(json!({"low_balance_usd": "0.015"})),
+    )
+    .await;
+    assert_eq!(by_admin.status, 403);
+    let set = call(
+        &gw,
+        "PATCH",
+        &format!("/api/teams/{team}"),
+        &owner.key,
+        Some(json!({"low_balance_usd": "0.015"})),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(set.json()["low_balance_usd"], "0.015");
+    // $0.02 − 2 × $0.0033475 < $0.015: told once, not again at the third.
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &member, &team).await.status, 200);
+    }
+    gw.ledger_idle().await;
+    wait_for("one balance.low", Duration::from_secs(20), || {
+        delivered(&hooks, 0).len() == 1
+    })
+    .await;
+    // Topped up above the threshold, then down below it again: told again.
+    let credit = gw
+        .admin_post(
+            &format!("/api/users/{}/credits", owner.id),
+            json!({"amount_usd": "0.01"}),
+        )
+        .await;
+    assert_eq!(credit.status, 200, "{}", credit.text());
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &member, &team).await.status, 200);
+    }
+    gw.ledger_idle().await;
+    wait_for("a second balance.low", Duration::from_secs(20), || {
+        delivered(&hooks, 0).len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let events = delivered(&hooks, 0);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for event in events.values() {
+        assert_eq!(event["type"], "balance.low");
+        assert_eq!(event["data"]["low_balance_usd"], "0.015");
+    }
+    gw.finish().await;
+}
+
+both_backends!(a_low_balance_is_told_once_per_crossing);

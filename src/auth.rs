@@ -28,6 +28,8 @@ pub struct Principal {
     pub key_prefix: String,
     /// Who pays unless a request says otherwise.
     pub billing: BillingChoice,
+    /// The key's default tags.
+    pub tags: crate::tags::Tags,
 }
 
 /// The credential of a request: `Authorization: Bearer …`, or `x-api-key`
@@ -118,6 +120,7 @@ async fn load(store: &Store, hash: &str) -> Result<Option<Arc<Principal>>, Store
                 user_id: row.user_id,
                 key_prefix: row.prefix,
                 billing: row.billing,
+                tags: crate::tags::from_text(row.tags.as_deref()),
             })
         }))
 }

@@ -314,6 +314,7 @@ async fn add_user(
             billing: crate::domain::BillingChoice::Personal,
             created_at: now_ms(),
             revoked_at: None,
+            tags: None,
         })
         .await
         .map_err(|e| e.to_string())?;

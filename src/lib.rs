@@ -48,6 +48,7 @@ pub mod router;
 pub mod singleflight;
 pub mod state;
 pub mod store;
+pub mod tags;
 pub mod tasks;
 pub mod throttle;
 pub mod webhooks;

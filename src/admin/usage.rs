@@ -187,7 +187,8 @@ fn name_days(groups: &mut [UsageGroup], from: i64) {
     }
 }
 
-/// `GET /api/teams/{id}/usage?from=&to=&group_by=member|model|day[&format=csv]` (member).
+/// `GET /api/teams/{id}/usage?from=&to=&group_by=member|model|day|tag:<key>[&format=csv]`
+/// (member).
 pub async fn report(
     state: &AppState,
     caller: &Caller,
@@ -206,13 +207,17 @@ pub async fn report(
             .map(|(_, v)| v.as_str())
     };
     let (from, to) = report_range(state, param("from"), param("to"))?;
-    let (group_by, group_name) = match param("group_by").unwrap_or("member") {
+    let group_param = param("group_by").unwrap_or("member");
+    // `tag:<key>`: by the value of one cost allocation tag.
+    let tag = group_param.strip_prefix("tag:");
+    let (group_by, group_name) = match group_param {
         "member" => (GroupBy::Member, "member"),
         "model" => (GroupBy::Model, "model"),
         "day" => (GroupBy::Day, "day"),
+        _ if tag.is_some_and(crate::tags::valid_key) => (GroupBy::Member, group_param),
         _ => {
             return Err(GatewayError::invalid(
-                "'group_by' must be member, model or day.",
+                "'group_by' must be member, model, day or tag:<key> (a key of a-z, 0-9, '_', '.', '-').",
                 Some("group_by"),
             ))
         }
@@ -230,8 +235,10 @@ pub async fn report(
     // Dashboard addition: daily groups split by member or model (JSON only).
     let split = match param("split_by") {
         None => None,
-        Some("member") if group_by == GroupBy::Day && !csv => Some(GroupBy::Member),
-        Some("model") if group_by == GroupBy::Day && !csv => Some(GroupBy::Model),
+        Some("member") if tag.is_none() && group_by == GroupBy::Day && !csv => {
+            Some(GroupBy::Member)
+        }
+        Some("model") if tag.is_none() && group_by == GroupBy::Day && !csv => Some(GroupBy::Model),
         Some(_) => {
             return Err(GatewayError::invalid(
                 "'split_by' must be member or model, with group_by=day and JSON.",
@@ -250,16 +257,22 @@ pub async fn report(
         ),
         None => None,
     };
-    let mut groups = match &parts {
-        Some(parts) => days_of(parts),
-        None => {
+    let mut groups = match (&parts, tag) {
+        (Some(parts), _) => days_of(parts),
+        (None, Some(key)) => {
+            state
+                .store
+                .usage_report_by_tag(team_id, from, to, key)
+                .await?
+        }
+        (None, None) => {
             state
                 .store
                 .usage_report(team_id, from, to, group_by)
                 .await?
         }
     };
-    if group_by == GroupBy::Day {
+    if tag.is_none() && group_by == GroupBy::Day {
         name_days(&mut groups, from);
     }
     let mut total = UsageGroup::default();
@@ -300,7 +313,10 @@ pub async fn report(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
         );
-        let disposition = format!("attachment; filename=\"usage-{team_id}-{group_name}.csv\"");
+        let disposition = format!(
+            "attachment; filename=\"usage-{team_id}-{}.csv\"",
+            group_name.replace(':', "-")
+        );
         if let Ok(value) = HeaderValue::from_str(&disposition) {
             headers.insert(http::header::CONTENT_DISPOSITION, value);
         }

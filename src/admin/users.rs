@@ -30,12 +30,31 @@ struct NewKey {
     name: Option<String>,
     #[serde(default)]
     billing: Option<String>,
+    /// Default cost allocation tags (`tags.rs`).
+    #[serde(default)]
+    tags: Value,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyPatch {
-    billing: String,
+    #[serde(default)]
+    billing: Option<String>,
+    /// Absent: unchanged; null or `{}`: none.
+    #[serde(default, deserialize_with = "present")]
+    tags: Option<Value>,
+}
+
+/// A field that is present (even as null) reads as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Ok(Some(Value::deserialize(d)?))
+}
+
+/// Default tags from a request body (400 naming `tags`).
+fn tags_input(value: &Value) -> Result<Option<String>, GatewayError> {
+    let tags = crate::tags::from_json(value)
+        .map_err(|why| GatewayError::invalid(format!("'tags': {why}."), Some("tags")))?;
+    Ok(crate::tags::to_text(&tags))
 }
 
 #[derive(Deserialize)]
@@ -56,6 +75,7 @@ fn key_json(key: &KeyRow) -> Value {
         "name": key.name,
         "prefix": key.prefix,
         "billing": key.billing,
+        "tags": crate::tags::from_text(key.tags.as_deref()),
         "created_at": rfc3339(key.created_at),
         "revoked_at": key.revoked_at.map(rfc3339),
     })
@@ -130,7 +150,9 @@ async fn issue_key(
     user_id: &str,
     name: Option<String>,
     billing_choice: Option<&str>,
+    tags: &Value,
 ) -> Result<Response<Body>, GatewayError> {
+    let tags = tags_input(tags)?;
     let (key, prefix, key_hash) = keys::new_api_key();
     let row = KeyRow {
         id: keys::new_id("key"),
@@ -141,6 +163,7 @@ async fn issue_key(
         billing: billing(state, user_id, billing_choice).await?,
         created_at: state.clock.now_ms(),
         revoked_at: None,
+        tags,
     };
     state.store.insert_key(&row).await?;
     let after = json!({"user_id": row.user_id, "prefix": row.prefix, "billing": row.billing});
@@ -171,7 +194,15 @@ pub async fn create_key_for(
     if state.store.user(user_id).await?.is_none() {
         return Err(GatewayError::NotFound(format!("No user {user_id}.")));
     }
-    issue_key(state, caller, user_id, input.name, input.billing.as_deref()).await
+    issue_key(
+        state,
+        caller,
+        user_id,
+        input.name,
+        input.billing.as_deref(),
+        &input.tags,
+    )
+    .await
 }
 
 /// `POST /api/users/{id}/credits` (operator).
@@ -269,6 +300,7 @@ pub async fn create_my_key(
         &principal.user_id,
         input.name,
         input.billing.as_deref(),
+        &input.tags,
     )
     .await
 }
@@ -294,20 +326,46 @@ pub async fn update_my_key(
     let principal = caller.require_user()?;
     let input: KeyPatch = body::read(request).await?;
     let mut key = my_live_key(state, &principal.user_id, key_id).await?;
-    let before = key.billing.clone();
-    key.billing = billing(state, &principal.user_id, Some(&input.billing)).await?;
-    state.store.set_key_billing(&key.id, &key.billing).await?;
+    if input.billing.is_none() && input.tags.is_none() {
+        return Err(GatewayError::invalid(
+            "Send 'billing', 'tags' or both.",
+            Some("billing"),
+        ));
+    }
+    if let Some(choice) = &input.billing {
+        let before = key.billing.clone();
+        key.billing = billing(state, &principal.user_id, Some(choice)).await?;
+        state.store.set_key_billing(&key.id, &key.billing).await?;
+        audit(
+            state,
+            None,
+            caller,
+            "key.billing",
+            Some(&key.id),
+            Some(json!({"billing": before})),
+            Some(json!({"billing": key.billing})),
+        )
+        .await?;
+    }
+    if let Some(tags) = &input.tags {
+        let before = key.tags.clone();
+        key.tags = tags_input(tags)?;
+        state
+            .store
+            .set_key_tags(&key.id, key.tags.as_deref())
+            .await?;
+        audit(
+            state,
+            None,
+            caller,
+            "key.tags",
+            Some(&key.id),
+            Some(json!({"tags": crate::tags::from_text(before.as_deref())})),
+            Some(json!({"tags": crate::tags::from_text(key.tags.as_deref())})),
+        )
+        .await?;
+    }
     state.forget_key(&key.key_hash);
-    audit(
-        state,
-        None,
-        caller,
-        "key.billing",
-        Some(&key.id),
-        Some(json!({"billing": before})),
-        Some(json!({"billing": key.billing})),
-    )
-    .await?;
     respond(StatusCode::OK, &key_json(&key))
 }
 

@@ -51,6 +51,10 @@ pub struct Entry {
     /// Long-context prices applied.
     #[serde(default)]
     pub long_context: bool,
+    /// Cost allocation tags: a JSON object, keys sorted (`tags.rs`); none
+    /// when the request and its key carry none.
+    #[serde(default)]
+    pub tags: Option<String>,
     /// Not stored: the counter stamps this row's cost is counted under, and
     /// the member's spend counter, for the writer's rebuild check.
     #[serde(default)]
@@ -105,6 +109,7 @@ impl Entry {
             code_execution_calls: 0,
             service_tier: None,
             long_context: false,
+            tags: None,
             counted: Stamps::default(),
             spend_key: None,
             settle_failed: false,

@@ -14,9 +14,9 @@ const USAGE_COLUMNS: &str =
      input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, \
      usage_source, status, error_code, http_status, latency_ms, started_at, finished_at, \
      cache_write_1h_tokens, audio_input_tokens, audio_output_tokens, web_search_calls, \
-     web_fetch_calls, code_execution_calls, service_tier, long_context";
-const USAGE_COLUMN_COUNT: usize = 30;
-/// Rows per multi-row insert on SQLite (30 parameters each): it prepares
+     web_fetch_calls, code_execution_calls, service_tier, long_context, tags";
+const USAGE_COLUMN_COUNT: usize = 31;
+/// Rows per multi-row insert on SQLite (31 parameters each): it prepares
 /// long statements slowly, so it gets short ones.
 const SQLITE_ROWS_PER_STATEMENT: usize = 128;
 
@@ -123,7 +123,8 @@ impl Store {
                     .bind(row.web_fetch_calls)
                     .bind(row.code_execution_calls)
                     .bind(row.service_tier.map(|t| t.as_str()))
-                    .bind(i64::from(row.long_context));
+                    .bind(i64::from(row.long_context))
+                    .bind(row.tags.as_deref());
             }
             for stored in query.fetch_all(&mut *conn).await? {
                 inserted.push(stored.try_get("request_id")?);
@@ -175,6 +176,7 @@ impl Store {
                     "code_execution_calls": r.code_execution_calls,
                     "service_tier": r.service_tier.map(|t| t.as_str()),
                     "long_context": i64::from(r.long_context),
+                    "tags": r.tags,
                 })
             })
             .collect();
@@ -195,7 +197,7 @@ impl Store {
     }
 
     /// Inserts rows on a Postgres connection with one `UNNEST` statement
-    /// per call (30 array parameters however many rows: far cheaper to
+    /// per call (31 array parameters however many rows: far cheaper to
     /// parse and bind than 30 per row); a row already stored is skipped.
     /// Returns how many were newly stored. For bulk loads (usage import).
     pub async fn insert_usage_rows_unnest(
@@ -217,7 +219,7 @@ impl Store {
                $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], \
                $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], \
                $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], \
-               $28::bigint[], $29::text[], $30::bigint[]) \
+               $28::bigint[], $29::text[], $30::bigint[], $31::text[]) \
              ON CONFLICT DO NOTHING"
         );
         let done = sqlx::query(&sql)
@@ -251,6 +253,7 @@ impl Store {
             .bind(int(&|r| r.code_execution_calls))
             .bind(opt(&|r| r.service_tier.map(|t| t.as_str().to_string())))
             .bind(int(&|r| i64::from(r.long_context)))
+            .bind(opt(&|r| r.tags.clone()))
             .execute(&mut *conn)
             .await?;
         Ok(done.rows_affected())
@@ -390,6 +393,7 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry, StoreError> {
             .try_get::<Option<String>, _>("service_tier")?
             .map(|t| ServiceTier::from_upstream(&t)),
         long_context: row.try_get::<i64, _>("long_context")? != 0,
+        tags: row.try_get("tags")?,
         counted: crate::counters::Stamps::default(),
         spend_key: None,
         settle_failed: false,

@@ -47,6 +47,7 @@ pub async fn authorize(
         span.record("model", model.name.as_str());
         span.record("provider", provider.name.as_str());
     }
+    ctx.entry.tags = request_tags(&ctx.principal, headers)?;
     let billing = resolve_billing(state, &ctx.principal, headers).await?;
     if let Some(span) = &span {
         span.record("payer", billing.account_id.as_str());
@@ -77,6 +78,32 @@ pub async fn authorize(
         ));
     }
     Ok(())
+}
+
+/// The request's cost allocation tags: the key's defaults, overridden per
+/// key by `x-tollgate-tags` (400 naming the header when it is malformed).
+fn request_tags(
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<Option<String>, GatewayError> {
+    let invalid = |why: String| {
+        GatewayError::invalid(
+            format!("x-tollgate-tags: {why} (send key=value pairs separated by commas)."),
+            Some("x-tollgate-tags"),
+        )
+    };
+    let header = match headers.get("x-tollgate-tags") {
+        None => crate::tags::Tags::new(),
+        Some(value) => {
+            let text = value.to_str().map_err(|_| invalid("not text".into()))?;
+            crate::tags::parse_header(text).map_err(invalid)?
+        }
+    };
+    if header.is_empty() && principal.tags.is_empty() {
+        return Ok(None);
+    }
+    let tags = crate::tags::merge(&principal.tags, &header).map_err(invalid)?;
+    Ok(crate::tags::to_text(&tags))
 }
 
 /// Phase 2: `limits.rpm_per_key` (per process), before the body is read.

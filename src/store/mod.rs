@@ -72,6 +72,8 @@ pub struct KeyRow {
     pub billing: BillingChoice,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Default cost allocation tags (stored form, `tags.rs`).
+    pub tags: Option<String>,
 }
 
 /// A transaction holding counter locks; see [`Store::lock_counters`].
@@ -243,8 +245,8 @@ impl Store {
 
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, billing, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, billing, created_at, tags) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&key.id)
         .bind(&key.user_id)
@@ -253,6 +255,7 @@ impl Store {
         .bind(&key.key_hash)
         .bind(key.billing.to_string())
         .bind(key.created_at)
+        .bind(key.tags.as_deref())
         .execute(&self.pool)
         .await
         .map_err(map_unique)?;
@@ -262,7 +265,7 @@ impl Store {
     /// The live key with this hash whose owner is not deleted.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT k.id, k.user_id, k.name, k.prefix, k.key_hash, k.billing, k.created_at, k.revoked_at \
+            "SELECT k.id, k.user_id, k.name, k.prefix, k.key_hash, k.billing, k.created_at, k.revoked_at, k.tags \
              FROM api_keys k JOIN users u ON u.id = k.user_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
         )
@@ -274,7 +277,7 @@ impl Store {
 
     pub async fn keys_of_user(&self, user_id: &str) -> Result<Vec<KeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, user_id, name, prefix, key_hash, billing, created_at, revoked_at \
+            "SELECT id, user_id, name, prefix, key_hash, billing, created_at, revoked_at, tags \
              FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
         )
         .bind(user_id)
@@ -289,7 +292,7 @@ impl Store {
         key_id: &str,
     ) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, user_id, name, prefix, key_hash, billing, created_at, revoked_at \
+            "SELECT id, user_id, name, prefix, key_hash, billing, created_at, revoked_at, tags \
              FROM api_keys WHERE user_id = $1 AND id = $2",
         )
         .bind(user_id)
@@ -306,6 +309,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE api_keys SET billing = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(billing.to_string())
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a key's default tags (stored form, `tags.rs`).
+    pub async fn set_key_tags(&self, key_id: &str, tags: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET tags = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(tags)
             .bind(key_id)
             .execute(&self.pool)
             .await?;
@@ -432,5 +445,6 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRow, StoreError> {
         billing: BillingChoice::parse(&row.try_get::<String, _>("billing")?)?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        tags: row.try_get("tags")?,
     })
 }

@@ -78,6 +78,19 @@ impl UsageParts {
         self.long_context_requests += other.long_context_requests;
     }
 
+    fn sub(&mut self, other: &UsageParts) {
+        self.cache_write_tokens -= other.cache_write_tokens;
+        self.cache_write_1h_tokens -= other.cache_write_1h_tokens;
+        self.audio_input_tokens -= other.audio_input_tokens;
+        self.audio_output_tokens -= other.audio_output_tokens;
+        self.web_search_calls -= other.web_search_calls;
+        self.web_fetch_calls -= other.web_fetch_calls;
+        self.code_execution_calls -= other.code_execution_calls;
+        self.priority_tier_requests -= other.priority_tier_requests;
+        self.flex_tier_requests -= other.flex_tier_requests;
+        self.long_context_requests -= other.long_context_requests;
+    }
+
     fn from_sums(r: &sqlx::any::AnyRow) -> Result<UsageParts, sqlx::Error> {
         Ok(UsageParts {
             cache_write_tokens: r.try_get("cache_write_tokens")?,
@@ -104,6 +117,17 @@ impl UsageGroup {
         self.reasoning_tokens += other.reasoning_tokens;
         self.cost_nano += other.cost_nano;
         self.parts.add(&other.parts);
+    }
+
+    /// Takes another group's counts and cost from this one.
+    pub fn sub(&mut self, other: &UsageGroup) {
+        self.requests -= other.requests;
+        self.input_tokens -= other.input_tokens;
+        self.output_tokens -= other.output_tokens;
+        self.cached_tokens -= other.cached_tokens;
+        self.reasoning_tokens -= other.reasoning_tokens;
+        self.cost_nano -= other.cost_nano;
+        self.parts.sub(&other.parts);
     }
 
     /// Reads the sums of `USAGE_SUMS` from a report row.
@@ -514,6 +538,92 @@ impl Store {
     ) -> Result<Vec<UsageGroup>, StoreError> {
         self.grouped(span, "team_id", team_id, &grouping(group_by))
             .await
+    }
+
+    /// A team's usage in `[from, to)` grouped by the value of the tag
+    /// `key` (rows without it: key `""`, label `(none)`); refusals are not
+    /// counted. `key` must be a valid tag key (`tags::valid_key`).
+    pub async fn usage_report_by_tag(
+        &self,
+        team_id: &str,
+        from: i64,
+        to: i64,
+        key: &str,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        self.usage_report_by_tag_over(&Span::of(from, to), team_id, key)
+            .await
+    }
+
+    /// [`Store::usage_report_by_tag`] over a given split of its range.
+    pub async fn usage_report_by_tag_over(
+        &self,
+        span: &Span,
+        team_id: &str,
+        key: &str,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        if !crate::tags::valid_key(key) {
+            return Ok(Vec::new());
+        }
+        // A valid key is [a-z0-9_.-]: safe inside a SQL literal.
+        let value = if self.postgres {
+            format!("COALESCE(CAST(r.tags AS json) ->> '{key}', '')")
+        } else {
+            format!("COALESCE(json_extract(r.tags, '$.\"{key}\"'), '')")
+        };
+        let mut merged = Merged::default();
+        for &part in &span.parts {
+            match part {
+                Part::Rows(..) => {
+                    let report = UsageQuery::report(part, "team_id", team_id)
+                        .key(&format!("CAST({value} AS TEXT)"), "k")
+                        .group_by(&value);
+                    let sql = report.sql();
+                    for r in report.query(&sql).fetch_all(&self.pool).await? {
+                        merged.add(
+                            0,
+                            UsageGroup::from_sums(&r, r.try_get("k")?, String::new())?,
+                        );
+                    }
+                }
+                Part::Days(first, end) => {
+                    let mut tagged = UsageQuery::new(rollups::report_sums())
+                        .key("r.tag_value", "k")
+                        .filter("r.team_id =", Bind::Text(team_id))
+                        .condition(&format!("r.tag_key = '{key}'"))
+                        .filter("r.day >=", Bind::Int(first))
+                        .filter("r.day <", Bind::Int(end))
+                        .group_by("r.tag_value");
+                    tagged.table = "usage_daily_tags";
+                    let sql = tagged.sql();
+                    let mut none = {
+                        let total = UsageQuery::report(part, "team_id", team_id);
+                        let sql = total.sql();
+                        let row = total.query(&sql).fetch_one(&self.pool).await?;
+                        UsageGroup::from_sums(&row, String::new(), String::new())?
+                    };
+                    for r in tagged.query(&sql).fetch_all(&self.pool).await? {
+                        let group = UsageGroup::from_sums(&r, r.try_get("k")?, String::new())?;
+                        none.sub(&group);
+                        merged.add(0, group);
+                    }
+                    if none != UsageGroup::default() {
+                        merged.add(0, none);
+                    }
+                }
+            }
+        }
+        Ok(merged
+            .groups
+            .into_values()
+            .map(|mut group| {
+                group.label = if group.key.is_empty() {
+                    "(none)".into()
+                } else {
+                    group.key.clone()
+                };
+                group
+            })
+            .collect())
     }
 
     /// Daily usage split by member or by model: `(day number, group)` pairs,

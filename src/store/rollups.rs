@@ -116,18 +116,51 @@ fn aggregate(from: &str, postgres: bool) -> String {
     )
 }
 
-/// `ON CONFLICT (<keys>) DO UPDATE SET <sum> = usage_daily.<sum> +
+/// `ON CONFLICT (<keys>) DO UPDATE SET <sum> = <table>.<sum> +
 /// excluded.<sum>, …`.
-fn upsert() -> String {
-    let keys: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
+fn upsert_into(table: &str, keys: &[&str]) -> String {
     let sets: Vec<String> = SUMS
         .iter()
-        .map(|(name, _)| format!("{name} = usage_daily.{name} + excluded.{name}"))
+        .map(|(name, _)| format!("{name} = {table}.{name} + excluded.{name}"))
         .collect();
     format!(
         "ON CONFLICT ({}) DO UPDATE SET {}",
         keys.join(", "),
         sets.join(", ")
+    )
+}
+
+fn upsert() -> String {
+    let keys: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
+    upsert_into("usage_daily", &keys)
+}
+
+/// The keys of `usage_daily_tags`.
+const TAG_KEYS: [&str; 4] = ["team_id", "tag_key", "day", "tag_value"];
+
+fn tag_columns() -> String {
+    TAG_KEYS
+        .iter()
+        .copied()
+        .chain(SUMS.iter().map(|(name, _)| *name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The per-tag rollup rows of `from`'s rows (Postgres: one per team, tag
+/// key, day and value, in key order).
+fn tags_aggregate_pg(from: &str) -> String {
+    let sums: Vec<String> = SUMS
+        .iter()
+        .map(|(_, e)| format!("SUM({})", with_prefix(e, "r.")))
+        .collect();
+    format!(
+        "SELECT COALESCE(r.team_id, ''), t.key, r.started_at / 86400000, t.value, {} \
+         FROM {from} r CROSS JOIN LATERAL json_each_text(CAST(r.tags AS json)) t \
+         WHERE r.tags IS NOT NULL AND r.status <> 'refused' \
+         GROUP BY 1, 2, 3, 4 \
+         ORDER BY COALESCE(r.team_id, '') COLLATE \"C\", t.key COLLATE \"C\", 3, t.value COLLATE \"C\"",
+        sums.join(", ")
     )
 }
 
@@ -159,10 +192,14 @@ pub(super) async fn ensure(store: &Store) -> Result<(), StoreError> {
              LANGUAGE plpgsql AS $body$ BEGIN \
              INSERT INTO usage_daily ({columns}) {} {}; \
              INSERT INTO usage_accounts (account_id, cost_nano) {} {ACCOUNTS_UPSERT}; \
+             INSERT INTO usage_daily_tags ({}) {} {}; \
              RETURN NULL; END $body$",
             aggregate("new_rows", true),
             upsert(),
             accounts_aggregate("new_rows", true),
+            tag_columns(),
+            tags_aggregate_pg("new_rows"),
+            upsert_into("usage_daily_tags", &TAG_KEYS),
         );
         conn.execute(function.as_str()).await?;
         let present: i64 = sqlx::query(
@@ -194,9 +231,18 @@ pub(super) async fn ensure(store: &Store) -> Result<(), StoreError> {
              INSERT INTO usage_daily ({columns}) VALUES ({}) {}; \
              INSERT INTO usage_accounts (account_id, cost_nano) \
              SELECT NEW.account_id, NEW.cost_nano WHERE NEW.usage_source <> 'imported' \
-             {ACCOUNTS_UPSERT}; END",
+             {ACCOUNTS_UPSERT}; \
+             INSERT INTO usage_daily_tags ({}) \
+             SELECT COALESCE(NEW.team_id, ''), j.key, NEW.started_at / 86400000, j.value, {} \
+             FROM json_each(NEW.tags) j WHERE NEW.tags IS NOT NULL {}; END",
             values.join(", "),
-            upsert()
+            upsert(),
+            tag_columns(),
+            SUMS.iter()
+                .map(|(_, e)| with_prefix(e, "NEW."))
+                .collect::<Vec<_>>()
+                .join(", "),
+            upsert_into("usage_daily_tags", &TAG_KEYS),
         );
         conn.execute(trigger.as_str()).await?;
     }

@@ -88,6 +88,17 @@ fn random_row(rng: &mut Rng, base: i64) -> Entry {
     };
     row.long_context = rng.below(5) == 0;
     row.cost_nano = rng.below(90_000_000) as i64 + 1;
+    let mut tags = tollgate::tags::Tags::new();
+    if rng.below(3) > 0 {
+        tags.insert(
+            "project".into(),
+            rng.pick(&["alpha", "beta", "Gamma ray"]).into(),
+        );
+    }
+    if rng.below(2) == 0 {
+        tags.insert("env".into(), rng.pick(&["prod", "dev"]).into());
+    }
+    row.tags = tollgate::tags::to_text(&tags);
     row
 }
 
@@ -273,7 +284,7 @@ async fn as_before_rollups(store: &Store, storage: &TestStorage, rows: &[Entry])
          cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0, audio_input_tokens BIGINT NOT NULL DEFAULT 0, \
          audio_output_tokens BIGINT NOT NULL DEFAULT 0, web_search_calls BIGINT NOT NULL DEFAULT 0, \
          web_fetch_calls BIGINT NOT NULL DEFAULT 0, code_execution_calls BIGINT NOT NULL DEFAULT 0, \
-         service_tier TEXT, long_context BIGINT NOT NULL DEFAULT 0)",
+         service_tier TEXT, long_context BIGINT NOT NULL DEFAULT 0, tags TEXT)",
         "CREATE INDEX usage_rows_account ON usage_rows (account_id, started_at)",
         "CREATE INDEX usage_rows_user ON usage_rows (user_id, started_at)",
         "CREATE INDEX usage_rows_team ON usage_rows (team_id, started_at)",

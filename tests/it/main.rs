@@ -30,6 +30,7 @@ mod proxy_operations;
 mod proxy_pricing;
 mod proxy_refusals;
 mod sdk;
+mod tags;
 mod teams_authorization;
 mod teams_billing;
 mod teams_invitations;

@@ -192,6 +192,11 @@ impl App {
             state.clone(),
             subscriber_stop.clone(),
         ));
+        // Detached, not tracked: awaited with the subscriber.
+        let schedules = tasks::detached(crate::admin::schedule::run(
+            state.clone(),
+            subscriber_stop.clone(),
+        ));
         // Detached, not tracked: awaited with the subscriber. Deliveries it
         // leaves half done are leased and taken again later.
         let deliverer = match crate::webhooks::Deliverer::new(
@@ -211,6 +216,7 @@ impl App {
         let _ = subscriber.await;
         let _ = publisher.await;
         let _ = maintenance.await;
+        let _ = schedules.await;
         if let Some(deliverer) = deliverer {
             let _ = deliverer.await;
         }

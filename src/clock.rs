@@ -90,6 +90,15 @@ pub fn period_of(ms: i64) -> Period {
     }
 }
 
+/// The UTC week (Monday to Monday) containing `ms`: `(start, end)`.
+pub fn week_of(ms: i64) -> (i64, i64) {
+    const DAY: i64 = 86_400_000;
+    let day = ms.div_euclid(DAY);
+    // 1970-01-01 was a Thursday: Monday is 0 here.
+    let start = (day - (day + 3).rem_euclid(7)) * DAY;
+    (start, start + 7 * DAY)
+}
+
 /// The month before the one containing `ms`.
 pub fn previous_period(ms: i64) -> Period {
     period_of(period_of(ms).start_ms - 1)
@@ -98,6 +107,16 @@ pub fn previous_period(ms: i64) -> Period {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weeks_start_on_monday() {
+        // 2026-12-02 (a Wednesday) 10:00 UTC: the week of Monday the 30th.
+        let (start, end) = week_of(1_796_169_600_000 + 36_000_000);
+        assert_eq!(rfc3339(start), "2026-11-30T00:00:00Z");
+        assert_eq!(rfc3339(end), "2026-12-07T00:00:00Z");
+        assert_eq!(week_of(start), (start, end));
+        assert_eq!(week_of(end - 1), (start, end));
+    }
 
     #[test]
     fn periods_are_utc_months() {

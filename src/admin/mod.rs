@@ -9,6 +9,7 @@ mod invitations;
 mod json;
 mod limits;
 mod members;
+pub mod schedule;
 mod teams;
 mod usage;
 mod users;
@@ -196,6 +197,16 @@ async fn route(
         }
         (&Method::GET, ["teams", id, "webhooks", hook, "deliveries"]) => {
             webhooks::deliveries(state, &caller, id, hook).await
+        }
+        (&Method::GET, ["teams", id, "report-schedule"]) => schedule::get(state, &caller, id).await,
+        (&Method::PUT, ["teams", id, "report-schedule"]) => {
+            schedule::put(state, &caller, id, request).await
+        }
+        (&Method::DELETE, ["teams", id, "report-schedule"]) => {
+            schedule::delete(state, &caller, id).await
+        }
+        (&Method::POST, ["teams", id, "report-schedule", "send"]) => {
+            schedule::send_now(state, &caller, id).await
         }
         (&Method::GET, ["teams", id, "usage"]) => usage::report(state, &caller, id, &request).await,
         (&Method::GET, ["teams", id, "audit"]) => {

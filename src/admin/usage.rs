@@ -179,6 +179,81 @@ fn report_range(
 
 /// Day groups keyed and labelled by their date (the store keys them by
 /// day number).
+/// Reads `group_by`: member, model, day, or `tag:<key>` (its key).
+pub(super) fn parse_group_by(text: &str) -> Result<(GroupBy, Option<&str>), GatewayError> {
+    let tag = text.strip_prefix("tag:");
+    match text {
+        "member" => Ok((GroupBy::Member, None)),
+        "model" => Ok((GroupBy::Model, None)),
+        "day" => Ok((GroupBy::Day, None)),
+        _ if tag.is_some_and(crate::tags::valid_key) => Ok((GroupBy::Member, tag)),
+        _ => Err(GatewayError::invalid(
+            "'group_by' must be member, model, day or tag:<key> (a key of a-z, 0-9, '_', '.', '-').",
+            Some("group_by"),
+        )),
+    }
+}
+
+/// A team's groups in `[from, to)`: by tag when `tag` names one, else by
+/// `group_by` (days named).
+async fn team_groups(
+    state: &AppState,
+    team_id: &str,
+    from: i64,
+    to: i64,
+    group_by: GroupBy,
+    tag: Option<&str>,
+) -> Result<Vec<UsageGroup>, GatewayError> {
+    if let Some(key) = tag {
+        return Ok(state
+            .store
+            .usage_report_by_tag(team_id, from, to, key)
+            .await?);
+    }
+    let mut groups = state
+        .store
+        .usage_report(team_id, from, to, group_by)
+        .await?;
+    if group_by == GroupBy::Day {
+        name_days(&mut groups, from);
+    }
+    Ok(groups)
+}
+
+/// The JSON of `GET /usage` for `[from, to)` (no split): what a scheduled
+/// report carries.
+pub async fn report_json(
+    state: &AppState,
+    team_id: &str,
+    from: i64,
+    to: i64,
+    group_param: &str,
+) -> Result<Value, GatewayError> {
+    let (group_by, tag) = parse_group_by(group_param)?;
+    let groups = team_groups(state, team_id, from, to, group_by, tag).await?;
+    Ok(usage_json(from, to, group_param, &groups))
+}
+
+/// The report's JSON: range, grouping, total and groups.
+fn usage_json(from: i64, to: i64, group_name: &str, groups: &[UsageGroup]) -> Value {
+    let mut total = UsageGroup::default();
+    for group in groups {
+        total.add(group);
+    }
+    let mut total_json = group_json(&total);
+    if let Some(object) = total_json.as_object_mut() {
+        object.remove("key");
+        object.remove("label");
+    }
+    json!({
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "group_by": group_name,
+        "total": total_json,
+        "groups": groups.iter().map(group_json).collect::<Vec<_>>(),
+    })
+}
+
 fn name_days(groups: &mut [UsageGroup], from: i64) {
     for group in groups {
         let day: i64 = group.key.parse().unwrap_or_else(|_| day_of(from));
@@ -208,20 +283,8 @@ pub async fn report(
     };
     let (from, to) = report_range(state, param("from"), param("to"))?;
     let group_param = param("group_by").unwrap_or("member");
-    // `tag:<key>`: by the value of one cost allocation tag.
-    let tag = group_param.strip_prefix("tag:");
-    let (group_by, group_name) = match group_param {
-        "member" => (GroupBy::Member, "member"),
-        "model" => (GroupBy::Model, "model"),
-        "day" => (GroupBy::Day, "day"),
-        _ if tag.is_some_and(crate::tags::valid_key) => (GroupBy::Member, group_param),
-        _ => {
-            return Err(GatewayError::invalid(
-                "'group_by' must be member, model, day or tag:<key> (a key of a-z, 0-9, '_', '.', '-').",
-                Some("group_by"),
-            ))
-        }
-    };
+    let (group_by, tag) = parse_group_by(group_param)?;
+    let group_name = group_param;
     let csv = match param("format").unwrap_or("json") {
         "json" => false,
         "csv" => true,
@@ -257,28 +320,14 @@ pub async fn report(
         ),
         None => None,
     };
-    let mut groups = match (&parts, tag) {
-        (Some(parts), _) => days_of(parts),
-        (None, Some(key)) => {
-            state
-                .store
-                .usage_report_by_tag(team_id, from, to, key)
-                .await?
+    let groups = match &parts {
+        Some(parts) => {
+            let mut groups = days_of(parts);
+            name_days(&mut groups, from);
+            groups
         }
-        (None, None) => {
-            state
-                .store
-                .usage_report(team_id, from, to, group_by)
-                .await?
-        }
+        None => team_groups(state, team_id, from, to, group_by, tag).await?,
     };
-    if tag.is_none() && group_by == GroupBy::Day {
-        name_days(&mut groups, from);
-    }
-    let mut total = UsageGroup::default();
-    for group in &groups {
-        total.add(group);
-    }
     if csv {
         // The first eight columns as they always were; the parts follow.
         let mut text = String::from(
@@ -322,13 +371,10 @@ pub async fn report(
         }
         return Ok(response);
     }
-    let mut total_json = group_json(&total);
-    if let Some(object) = total_json.as_object_mut() {
-        object.remove("key");
-        object.remove("label");
-    }
-    let mut groups_json: Vec<Value> = groups.iter().map(group_json).collect();
-    if let (Some(split), Some(parts)) = (split, parts) {
+    let mut out = usage_json(from, to, group_name, &groups);
+    if let (Some(split), Some(parts), Some(groups_json)) =
+        (split, parts, out["groups"].as_array_mut())
+    {
         // Parts arrive ordered by day: one pass puts each under its day.
         let mut by_day: std::collections::HashMap<String, Vec<Value>> = Default::default();
         for (day, part) in &parts {
@@ -351,16 +397,7 @@ pub async fn report(
             }
         }
     }
-    respond(
-        StatusCode::OK,
-        &json!({
-            "from": rfc3339(from),
-            "to": rfc3339(to),
-            "group_by": group_name,
-            "total": total_json,
-            "groups": groups_json,
-        }),
-    )
+    respond(StatusCode::OK, &out)
 }
 
 /// `GET /api/me/usage?from=&to=` (any user): the caller's own usage

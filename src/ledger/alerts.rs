@@ -155,6 +155,7 @@ pub async fn after_on(
                                 "month": period.key,
                             }),
                             at: now,
+                            webhook_id: None,
                         },
                     )
                     .await?;
@@ -205,6 +206,7 @@ pub async fn after_on(
                             "low_balance_usd": low.to_string(),
                         }),
                         at: now,
+                        webhook_id: None,
                     },
                 )
                 .await?;

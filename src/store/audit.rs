@@ -122,6 +122,7 @@ impl Store {
                         "month": event.period,
                     }),
                     at: event.at,
+                    webhook_id: None,
                 },
             )
             .await?;

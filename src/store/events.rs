@@ -29,6 +29,21 @@ pub struct NewEvent {
     pub dedupe: String,
     pub data: Value,
     pub at: i64,
+    /// Deliver to this webhook only (a scheduled report), else to every
+    /// webhook of the team that takes the type.
+    pub webhook_id: Option<String>,
+}
+
+/// A team's report schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSchedule {
+    pub team_id: String,
+    /// `weekly` or `monthly`.
+    pub cadence: String,
+    pub group_by: String,
+    pub webhook_id: String,
+    /// The end of the period the next report covers.
+    pub next_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,10 +147,14 @@ impl Store {
         .await?;
         for hook in hooks {
             let events: String = hook.try_get("events")?;
-            if !events.split(',').any(|e| e == event.kind) {
+            let webhook_id: String = hook.try_get("id")?;
+            let wanted = match &event.webhook_id {
+                Some(only) => *only == webhook_id,
+                None => events.split(',').any(|e| e == event.kind),
+            };
+            if !wanted {
                 continue;
             }
-            let webhook_id: String = hook.try_get("id")?;
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, event_id, webhook_id, state, attempts, next_at, lease_until, created_at) \
                  VALUES ($1, $2, $3, 'pending', 0, $4, 0, $4)",
@@ -442,9 +461,99 @@ impl Store {
                 ),
                 data: json!({"user_id": user_id, "email": email, "role": role}),
                 at,
+                webhook_id: None,
             },
         )
         .await?;
         Ok(())
     }
+
+    // === Report schedules ===
+
+    pub async fn set_report_schedule(
+        &self,
+        schedule: &ReportSchedule,
+        by: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO report_schedules (team_id, cadence, group_by, webhook_id, next_at, created_by, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (team_id) DO UPDATE SET \
+             cadence = excluded.cadence, group_by = excluded.group_by, webhook_id = excluded.webhook_id, \
+             next_at = excluded.next_at, created_by = excluded.created_by, updated_at = excluded.updated_at",
+        )
+        .bind(&schedule.team_id)
+        .bind(&schedule.cadence)
+        .bind(&schedule.group_by)
+        .bind(&schedule.webhook_id)
+        .bind(schedule.next_at)
+        .bind(by)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn report_schedule(
+        &self,
+        team_id: &str,
+    ) -> Result<Option<ReportSchedule>, StoreError> {
+        let row = sqlx::query(
+            "SELECT team_id, cadence, group_by, webhook_id, next_at FROM report_schedules WHERE team_id = $1",
+        )
+        .bind(team_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| schedule_from_row(&r)).transpose()
+    }
+
+    pub async fn delete_report_schedule(&self, team_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM report_schedules WHERE team_id = $1")
+            .bind(team_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Schedules whose period has ended.
+    pub async fn due_report_schedules(&self, now: i64) -> Result<Vec<ReportSchedule>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.team_id, s.cadence, s.group_by, s.webhook_id, s.next_at FROM report_schedules s \
+             JOIN teams t ON t.id = s.team_id WHERE s.next_at <= $1 AND t.deleted_at IS NULL \
+             ORDER BY s.next_at LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    /// Moves a schedule to its next period, once: true for the one caller
+    /// that moved it (that caller sends the report).
+    pub async fn advance_report_schedule(
+        &self,
+        team_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE report_schedules SET next_at = $1 WHERE team_id = $2 AND next_at = $3",
+        )
+        .bind(to)
+        .bind(team_id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn schedule_from_row(row: &AnyRow) -> Result<ReportSchedule, StoreError> {
+    Ok(ReportSchedule {
+        team_id: row.try_get("team_id")?,
+        cadence: row.try_get("cadence")?,
+        group_by: row.try_get("group_by")?,
+        webhook_id: row.try_get("webhook_id")?,
+        next_at: row.try_get("next_at")?,
+    })
 }

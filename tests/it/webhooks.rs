@@ -702,3 +702,172 @@ async fn a_low_balance_is_told_once_per_crossing(backend: Backend) {
 }
 
 both_backends!(a_low_balance_is_told_once_per_crossing);
+
+/// A scheduled report carries what `GET …/usage` says for its period; the
+/// send-now route marks it partial; an ended period is reported once.
+async fn scheduled_reports_equal_the_usage_report(backend: Backend) {
+    let upstream = MockUpstream::start(|_| {
+        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
+    })
+    .await;
+    let gw = TestGateway::start_with(
+        backend,
+        &standard_models(&upstream.base_url()),
+        ALLOW_PRIVATE,
+    )
+    .await;
+    let hooks = receiver(0).await;
+    let owner = user(&gw, "owner@report.test", "10").await;
+    let member = user(&gw, "member@report.test", "0").await;
+    let team = call(
+        &gw,
+        "POST",
+        "/api/teams",
+        &owner.key,
+        Some(json!({"name": "Reports"})),
+    )
+    .await
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    crate::helpers::teams::invite_and_accept(
+        &gw,
+        &team,
+        &owner.key,
+        &member,
+        "member@report.test",
+        "member",
+    )
+    .await;
+    let hook = create_hook(
+        &gw,
+        &team,
+        &owner.key,
+        &hook_url(&hooks),
+        json!(["member.left"]),
+    )
+    .await;
+    let wid = hook["id"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &member, &team).await.status, 200);
+    }
+    gw.ledger_idle().await;
+    let path = format!("/api/teams/{team}/report-schedule");
+    // Nothing to send before a schedule exists; bad input is named.
+    assert_eq!(
+        call(&gw, "POST", &format!("{path}/send"), &owner.key, None)
+            .await
+            .status,
+        404
+    );
+    for (body, param) in [
+        (json!({"cadence": "daily", "webhook_id": wid}), "cadence"),
+        (
+            json!({"cadence": "weekly", "webhook_id": "wh_nope"}),
+            "webhook_id",
+        ),
+        (
+            json!({"cadence": "weekly", "webhook_id": wid, "group_by": "colour"}),
+            "group_by",
+        ),
+    ] {
+        let reply = call(&gw, "PUT", &path, &owner.key, Some(body)).await;
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        assert_eq!(reply.json()["error"]["param"], param);
+    }
+    let set = call(
+        &gw,
+        "PUT",
+        &path,
+        &owner.key,
+        Some(json!({"cadence": "monthly", "group_by": "model", "webhook_id": wid})),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let period = tollgate::clock::period_of(tollgate::clock::now_ms());
+    assert_eq!(
+        set.json()["next_report_at"],
+        tollgate::clock::rfc3339(period.end_ms)
+    );
+    let sent = call(&gw, "POST", &format!("{path}/send"), &owner.key, None).await;
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    wait_for("the partial report", Duration::from_secs(20), || {
+        hooks.seen().len() == 1
+    })
+    .await;
+    let event = hooks.seen()[0].body.clone();
+    assert_eq!(event["type"], "report.scheduled");
+    let data = &event["data"];
+    assert_eq!(data["partial"], true);
+    assert_eq!(data["cadence"], "monthly");
+    assert_eq!(data["from"], tollgate::clock::rfc3339(period.start_ms));
+    let same = |data: &Value| {
+        let url = format!(
+            "/api/teams/{team}/usage?from={}&to={}&group_by=model",
+            data["from"].as_str().unwrap(),
+            data["to"].as_str().unwrap()
+        );
+        let key = owner.key.clone();
+        let gw_url = gw.url(&url.replace('+', "%2B"));
+        async move {
+            crate::helpers::client::send("GET", &gw_url, &key, None, &[])
+                .await
+                .json()
+        }
+    };
+    let mut expected = same(data).await;
+    expected["partial"] = json!(true);
+    expected["cadence"] = json!("monthly");
+    assert_eq!(data, &expected);
+    assert_eq!(data["total"]["requests"], 3);
+
+    // The month "ended" a moment ago: its report goes out once.
+    let now = tollgate::clock::now_ms();
+    gw.store()
+        .set_report_schedule(
+            &tollgate::store::events::ReportSchedule {
+                team_id: team.clone(),
+                cadence: "monthly".into(),
+                group_by: "model".into(),
+                webhook_id: wid.to_string(),
+                next_at: now - 1,
+            },
+            "test",
+            now,
+        )
+        .await
+        .unwrap();
+    wait_for("the scheduled report", Duration::from_secs(30), || {
+        hooks.seen().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(hooks.seen().len(), 2, "one report per period");
+    let data = hooks.seen()[1].body["data"].clone();
+    assert_eq!(data["partial"], false);
+    assert_eq!(data["to"], tollgate::clock::rfc3339(now - 1));
+    let mut expected = same(&data).await;
+    expected["partial"] = json!(false);
+    expected["cadence"] = json!("monthly");
+    assert_eq!(data, expected);
+    let after = call(&gw, "GET", &path, &owner.key, None).await.json();
+    assert_eq!(
+        after["next_report_at"],
+        tollgate::clock::rfc3339(period.end_ms)
+    );
+    // Stopped by a null body.
+    assert_eq!(
+        call(&gw, "PUT", &path, &owner.key, Some(Value::Null))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&gw, "GET", &path, &owner.key, None).await.json(),
+        Value::Null
+    );
+    gw.finish().await;
+}
+
+both_backends!(scheduled_reports_equal_the_usage_report);

@@ -57,6 +57,7 @@ BASE="http://127.0.0.1:$PORT"
     TOLLGATE_SERVER__LISTEN="127.0.0.1:$PORT" \
     TOLLGATE_STORAGE__DATABASE_URL="sqlite://$WORK/tollgate.db" \
     TOLLGATE_LEDGER__SPOOL_DIR="$WORK/spool" \
+    TOLLGATE_WEBHOOKS__ALLOW_PRIVATE_NETWORKS=true \
     "$BIN" serve
 ) >"$ARTIFACTS/gateway.log" 2>&1 &
 GATEWAY_PID=$!

@@ -14,7 +14,7 @@ let token = null; // the secret, in memory only
 let session = null; // {operator, me, teams, teamId}
 let seq = 0; // bumped on every navigation: late answers of an old view are dropped
 let flash = null; // {view, node}: a one-shot panel (a new key, a token) above a view
-const usageDefaults = {preset: 'this-month', from: '', to: '', split: 'member'};
+const usageDefaults = {preset: 'this-month', from: '', to: '', split: 'member', tag: ''};
 let usageState = {...usageDefaults};
 
 // === DOM ===
@@ -970,8 +970,10 @@ function usageRange() {
 async function usageView(ctx) {
   const range = usageRange();
   const q = (group) => `${ctx.t}/usage?from=${range.from}&to=${range.to}&group_by=${group}`;
-  const [byMember, byModel, byDay] = await Promise.all([
+  const tag = usageState.tag;
+  const [byMember, byModel, byDay, byTag] = await Promise.all([
     api(q('member')), api(q('model')), api(`${q('day')}&split_by=${usageState.split}`),
+    tag ? api(q(`tag:${enc(tag)}`)) : null,
   ]);
   const total = byMember.total;
   const stats = h('div', {class: 'stats', id: 'usage-totals', 'data-range': `${range.from}/${range.to}`},
@@ -981,7 +983,31 @@ async function usageView(ctx) {
     stat('Output tokens', h('span', {'data-total': 'output_tokens'}, fmtNum.format(total.output_tokens)), `${fmtNum.format(total.reasoning_tokens)} reasoning`));
   return frag(usageToolbar(ctx, range), stats, dailyCard(ctx, range, byDay),
     usageTable(ctx, range, 'By member', 'Member', 'member', byMember),
-    usageTable(ctx, range, 'By model', 'Model', 'model', byModel));
+    usageTable(ctx, range, 'By model', 'Model', 'model', byModel),
+    tagCard(ctx, range, byTag));
+}
+
+/** Usage by the value of one cost allocation tag (x-tollgate-tags). */
+function tagCard(ctx, range, report) {
+  const input = h('input', {id: 'tag-key', class: 'mono', value: usageState.tag, placeholder: 'project', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'tag-key-help'});
+  const error = h('p', {class: 'form-error', role: 'alert'});
+  const form = h('form', {
+    class: 'inline-form',
+    onsubmit(event) {
+      event.preventDefault();
+      const key = input.value.trim();
+      if (key && !/^[a-z0-9_.-]{1,64}$/.test(key)) {
+        error.textContent = 'A tag key is 1 to 64 of a-z, 0-9, _ . -';
+        return;
+      }
+      usageState.tag = key;
+      ctx.reload();
+    },
+  }, field('Tag key', 'tag-key', input, 'Requests carry tags in the x-tollgate-tags header (project=alpha,env=prod) or from their key’s defaults.'),
+  h('div', {class: 'field field-submit'}, h('button', {type: 'submit', class: 'btn', id: 'tag-apply'}, usageState.tag ? 'Show' : 'Group by tag')), error);
+  if (!report) return card('By tag', null, form);
+  const table = usageTable(ctx, range, `By tag ${usageState.tag}`, usageState.tag, `tag:${usageState.tag}`, report);
+  return frag(card('By tag', null, form), table);
 }
 
 function usageToolbar(ctx, range) {
@@ -1071,16 +1097,19 @@ function dailyCard(ctx, range, report) {
   ], chart, series.length ? legend : null);
 }
 
+/** A grouping as an id or file-name part (`tag:project` → `tag-project`). */
+const idOf = (group) => group.replace(/[^a-z0-9_-]/gi, '-');
+
 function exportButton(ctx, range, group, label = 'Export CSV') {
   const button = h('button', {
-    type: 'button', class: 'btn sm', id: `export-${group}`,
+    type: 'button', class: 'btn sm', id: `export-${idOf(group)}`,
     async onclick() {
       busy(button, true, 'Exporting…');
       try {
         const res = await request(`${ctx.t}/usage?from=${range.from}&to=${range.to}&group_by=${group}&format=csv`);
         const blob = await res.blob();
         const slug = ctx.team.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'team';
-        const name = `usage-${slug}-by-${group}-${range.from}-to-${range.to}.csv`;
+        const name = `usage-${slug}-by-${idOf(group)}-${range.from}-to-${range.to}.csv`;
         const url = URL.createObjectURL(blob);
         const link = h('a', {href: url, download: name, hidden: true});
         document.body.append(link);
@@ -1117,7 +1146,7 @@ function usageTable(ctx, range, title, nameHeader, group, report) {
     h('td', {class: 'num hide-sm'}, fmtNum.format(g.reasoning_tokens)),
     h('td', {class: 'num strong'}, money(g.cost_usd)),
   ];
-  const table = h('table', {class: 'data', id: `usage-by-${group}`},
+  const table = h('table', {class: 'data', id: `usage-by-${idOf(group)}`},
     h('caption', {class: 'sr-only'}, `Usage ${title.toLowerCase()}, ${range.from} to ${range.to}`),
     h('thead', null, h('tr', null, h('th', {scope: 'col'}, nameHeader),
       h('th', {scope: 'col', class: 'num hide-sm'}, 'Requests'),
@@ -1132,8 +1161,8 @@ function usageTable(ctx, range, title, nameHeader, group, report) {
   let more = null;
   if (rows.length > COLLAPSE_AT) {
     const body = table.tBodies[0];
-    const noun = group === 'member' ? 'members' : 'models';
-    const button = h('button', {type: 'button', class: 'btn sm', id: `more-${group}`, 'aria-controls': `usage-by-${group}`});
+    const noun = {member: 'members', model: 'models'}[group] || 'values';
+    const button = h('button', {type: 'button', class: 'btn sm', id: `more-${idOf(group)}`, 'aria-controls': `usage-by-${idOf(group)}`});
     const apply = () => {
       const open = expanded.has(group);
       [...body.rows].forEach((tr, i) => (tr.hidden = !open && i >= COLLAPSED_ROWS));
@@ -1155,7 +1184,8 @@ function usageTable(ctx, range, title, nameHeader, group, report) {
 // === Settings ===
 
 async function settingsView(ctx) {
-  const [team, models, members] = await Promise.all([api(ctx.t), api('/models'), ctx.isOwner ? api(`${ctx.t}/members`) : null]);
+  const [team, models, members, hooks] = await Promise.all([api(ctx.t), api('/models'), ctx.isOwner ? api(`${ctx.t}/members`) : null,
+    ctx.isAdmin ? api(`${ctx.t}/webhooks`) : null]);
   const readOnly = !ctx.isAdmin;
   const known = new Set(models.data.map((m) => m.id));
   const patterns = team.restricted_models.filter((p) => !known.has(p));
@@ -1163,6 +1193,9 @@ async function settingsView(ctx) {
   const name = h('input', {id: 'set-name', value: team.name, required: true, maxlength: 100, autocomplete: 'off', disabled: readOnly});
   const limit = moneyInput('set-limit', team.default_monthly_limit_usd, 'No limit', 'set-limit-help');
   limit.querySelector('input').disabled = readOnly;
+  // The low-balance alert is about the owner's balance: the owner sets it.
+  const lowBalance = moneyInput('set-low-balance', team.low_balance_usd, 'No alert', 'set-low-balance-help');
+  lowBalance.querySelector('input').disabled = !ctx.isOwner;
   const radio = (value, title, text) => h('label', {class: 'choice'},
     h('input', {type: 'radio', name: 'enforcement', value, checked: team.enforcement === value, disabled: readOnly}),
     h('span', null, h('strong', null, title), h('span', {class: 'muted'}, text)));
@@ -1217,6 +1250,12 @@ async function settingsView(ctx) {
         if ((newLimit == null) !== (team.default_monthly_limit_usd == null) || (newLimit != null && nano(newLimit) !== nano(team.default_monthly_limit_usd))) {
           patch.default_monthly_limit_usd = newLimit;
         }
+        if (ctx.isOwner) {
+          const low = readLimit(lowBalance.querySelector('input').value, 'low-balance alert');
+          if ((low == null) !== (team.low_balance_usd == null) || (low != null && nano(low) !== nano(team.low_balance_usd))) {
+            patch.low_balance_usd = low;
+          }
+        }
         const enforcement = form.querySelector('input[name="enforcement"]:checked')?.value;
         if (enforcement && enforcement !== team.enforcement) patch.enforcement = enforcement;
         const list = [...modelBoxes.map((b) => b.querySelector('input')).filter((i) => i.checked).map((i) => i.value), ...patterns];
@@ -1246,7 +1285,10 @@ async function settingsView(ctx) {
   card('General', readOnly ? pill('Read only') : null,
     h('div', {class: 'form-grid'},
       field('Team name', 'set-name', name),
-      field('Default monthly limit per member', 'set-limit', limit, 'Applies to members without their own limit. Leave empty for no limit. Resets on the 1st, 00:00 UTC.')),
+      field('Default monthly limit per member', 'set-limit', limit, 'Applies to members without their own limit. Leave empty for no limit. Resets on the 1st, 00:00 UTC.'),
+      field('Low-balance alert', 'set-low-balance', lowBalance, ctx.isOwner
+        ? 'When your balance falls below this, webhooks taking balance.low are told once (again after a top-up). Empty: no alert.'
+        : 'Set by the owner: the balance it watches is theirs.')),
     h('fieldset', {class: 'choices'}, h('legend', null, 'When a member reaches their limit'),
       radio('hard', 'Hard: refuse', 'Team-billed requests over the limit are refused with HTTP 402.'),
       radio('soft', 'Soft: warn', 'Requests go through with a warning header; the crossing is recorded.'))),
@@ -1263,7 +1305,88 @@ async function settingsView(ctx) {
   readOnly
     ? h('p', {class: 'notice'}, 'Only admins and the owner can change these settings.')
     : h('div', {class: 'form-foot'}, error, save));
-  return frag(form, ctx.isOwner ? dangerZone(ctx, team, members.data) : null, !ctx.isOwner && !session.operator ? leaveCard(ctx) : null);
+  return frag(takeFlash('settings'), form, hooks ? webhooksCard(ctx, hooks.data) : null,
+    ctx.isOwner ? dangerZone(ctx, team, members.data) : null, !ctx.isOwner && !session.operator ? leaveCard(ctx) : null);
+}
+
+const EVENT_TYPES = ['limit.threshold', 'limit.blocked', 'balance.low', 'member.joined', 'member.left', 'report.scheduled'];
+
+function webhooksCard(ctx, hooks) {
+  const url = h('input', {id: 'hook-url', type: 'url', required: true, placeholder: 'https://example.com/tollgate', autocomplete: 'off', spellcheck: 'false'});
+  const boxes = EVENT_TYPES.map((name, i) => h('label', {class: 'check'},
+    h('input', {type: 'checkbox', id: `hook-event-${i}`, value: name, checked: name.startsWith('limit.') || name === 'balance.low'}),
+    h('span', {class: 'mono'}, name)));
+  const submit = h('button', {type: 'submit', class: 'btn primary', id: 'hook-create'}, 'Add webhook');
+  const error = h('p', {class: 'form-error', role: 'alert'});
+  const form = h('form', {
+    class: 'stack',
+    async onsubmit(event) {
+      event.preventDefault();
+      error.textContent = '';
+      const events = boxes.map((b) => b.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
+      if (!events.length) {
+        error.textContent = 'Pick at least one event.';
+        return;
+      }
+      busy(submit, true, 'Adding…');
+      try {
+        const res = await api(`${ctx.t}/webhooks`, {method: 'POST', body: {url: url.value.trim(), events}});
+        flash = {view: 'settings', node: secretPanel('Webhook signing secret',
+          'Copy it now: it is shown only once. Check each delivery’s x-tollgate-signature header with it (the README shows how).',
+          [['Signing secret', 'hook-secret', res.secret]], `Sends ${res.events.join(', ')} to ${res.url}.`)};
+        toast('Webhook added.');
+        ctx.reload();
+      } catch (e) {
+        error.textContent = e.message;
+        busy(submit, false);
+      }
+    },
+  }, field('Endpoint URL', 'hook-url', url),
+  h('fieldset', {class: 'checks'}, h('legend', null, 'Events'), boxes),
+  h('div', {class: 'form-foot'}, error, submit));
+  const row = (w) => h('tr', {'data-hook-id': w.id},
+    h('td', {class: 'full'}, h('div', {class: 'mono ellipsis', title: w.url}, w.url), h('div', {class: 'muted sm'}, w.events.join(' · '))),
+    h('td', {'data-label': 'Added'}, when(w.created_at)),
+    h('td', {class: 'actions'},
+      h('button', {type: 'button', class: 'btn sm', id: `hook-log-${w.id}`, 'aria-label': `Deliveries to ${w.url}`, onclick: () => deliveriesDialog(ctx, w)}, 'Deliveries'),
+      h('button', {
+        type: 'button', class: 'btn sm ghost danger-text', id: `hook-delete-${w.id}`, 'aria-label': `Delete the webhook to ${w.url}`,
+        onclick: () => confirmDialog('Delete this webhook?', `Nothing more is sent to ${w.url}; deliveries not yet made are dropped.`, 'Delete webhook', async () => {
+          await api(`${ctx.t}/webhooks/${enc(w.id)}`, {method: 'DELETE'});
+          toast('Webhook deleted.');
+          ctx.reload();
+        }),
+      }, 'Delete')));
+  const table = h('table', {class: 'table-stack', id: 'hooks-table'}, h('caption', {class: 'sr-only'}, 'Webhooks'),
+    h('thead', null, h('tr', null, h('th', {scope: 'col'}, 'Endpoint'), h('th', {scope: 'col'}, 'Added'), h('th', {scope: 'col'}, h('span', {class: 'sr-only'}, 'Actions')))),
+    h('tbody', null, hooks.map(row)));
+  return card('Webhooks', null,
+    h('p', {class: 'muted'}, 'Signed POSTs when members near or reach their limits, the balance runs low, members join or leave, or a scheduled report is due. Failed deliveries are retried for 24 hours.'),
+    hooks.length ? h('div', {class: 'table-wrap flush-x'}, table) : emptyState('No webhooks yet.'),
+    form);
+}
+
+async function deliveriesDialog(ctx, w) {
+  let res;
+  try {
+    res = await api(`${ctx.t}/webhooks/${enc(w.id)}/deliveries`);
+  } catch (e) {
+    toast(e.message, 'error');
+    return;
+  }
+  const result = (a) => {
+    if (a.delivered) return pill(`HTTP ${a.status}`, 'ok');
+    return h('span', {class: 'danger-text'}, a.status ? `HTTP ${a.status}` : (a.error || 'failed'));
+  };
+  const body = res.data.length
+    ? h('div', {class: 'table-wrap flush-x'}, h('table', {class: 'data', id: 'deliveries-table'},
+      h('caption', {class: 'sr-only'}, `Delivery attempts to ${w.url}, newest first`),
+      h('thead', null, h('tr', null, ['When', 'Event', 'Try', 'Result'].map((c) => h('th', {scope: 'col'}, c)))),
+      h('tbody', null, res.data.map((a) => h('tr', null,
+        h('td', null, fmtDateTime.format(new Date(a.at))), h('td', {class: 'mono sm'}, a.event_id),
+        h('td', {class: 'num'}, String(a.attempt)), h('td', null, result(a)))))))
+    : h('p', {class: 'muted', id: 'deliveries-empty'}, 'No attempts yet.');
+  openDialog({title: `Deliveries to ${w.url}`, body, submitLabel: 'Close', onSubmit: async () => {}});
 }
 
 function dangerZone(ctx, team, members) {
@@ -1333,7 +1456,7 @@ function leaveCard(ctx) {
 // === My keys ===
 
 async function keysView(ctx) {
-  const [me, keys] = await Promise.all([api('/me'), api('/me/keys')]);
+  const [me, keys, limits] = await Promise.all([api('/me'), api('/me/keys'), api('/me/limits')]);
   session.me = me;
   const teams = sortTeams(me.teams);
   const billingLabel = (b) => {
@@ -1425,10 +1548,29 @@ async function keysView(ctx) {
     h('div', {class: 'stats stats-2'},
       stat('Personal balance', money(me.balance_usd), 'Pays for keys billed to you personally'),
       stat('Teams', fmtNum.format(teams.length), teams.length ? teams.map((t) => `${t.name} (${t.role})`).join(' · ') : 'None yet')),
+    headroomCard(limits.data, billingLabel),
     card('API keys', null, createForm, createError,
       live.length ? h('div', {class: 'table-wrap flush-x'}, table(live, 'Active keys')) : emptyState('No active keys.'),
       revoked.length ? h('details', {class: 'revoked-keys'}, h('summary', null, `Revoked keys (${revoked.length})`), h('div', {class: 'table-wrap flush-x'}, table(revoked, 'Revoked keys'))) : null),
     h('div', {class: 'grid2'}, createTeamCard(), joinTeamCard()));
+}
+
+/** What the next request may hold, per billing target (GET /api/me/limits). */
+function headroomCard(rows, billingLabel) {
+  const binding = (r) => (r.binding === 'member_monthly' ? 'Your monthly limit' : 'The balance');
+  const table = h('table', {class: 'table-stack', id: 'headroom-table'},
+    h('caption', {class: 'sr-only'}, 'Headroom per billing target'),
+    h('thead', null, h('tr', null, ['Bills', 'Balance', 'Limit', 'Spent this month', 'Next request may hold', 'Binding'].map((c) => h('th', {scope: 'col'}, c)))),
+    h('tbody', null, rows.map((r) => h('tr', {'data-billing': r.billing},
+      h('td', {class: 'full'}, billingLabel(r.billing)),
+      h('td', {'data-label': 'Balance'}, money(r.balance_usd)),
+      h('td', {'data-label': 'Limit'}, r.limit_usd == null ? h('span', {class: 'muted'}, 'None') : [money(r.limit_usd), r.enforcement === 'soft' ? h('span', {class: 'muted sm'}, ' (soft)') : null]),
+      h('td', {'data-label': 'Spent this month'}, r.spent_usd == null ? h('span', {class: 'muted'}, '—') : money(r.spent_usd)),
+      h('td', {'data-label': 'Next request may hold', class: 'strong'}, money(r.remaining_usd)),
+      h('td', {'data-label': 'Binding'}, binding(r), r.resets_at && r.binding === 'member_monthly' ? h('div', {class: 'muted sm'}, `Resets ${when(r.resets_at)}`) : null)))));
+  return card('Headroom', null,
+    h('p', {class: 'muted'}, 'The most the next request may hold on each billing target: the smaller of what is left of your monthly limit and the paying balance.'),
+    h('div', {class: 'table-wrap flush-x'}, table));
 }
 
 function createTeamCard() {

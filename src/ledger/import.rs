@@ -214,7 +214,11 @@ impl Payers<'_> {
     }
 }
 
-/// Where pass 2 writes: one transaction, on Postgres through `UNNEST`
+/// The staging table of a Postgres import (temporary, dropped at commit).
+const STAGING: &str = "tollgate_import";
+
+/// Where pass 2 writes: one transaction, on Postgres through `UNNEST` into
+/// a staging table moved into the ledger in one statement at the end
 /// (`database_url` given), else through the store's pool.
 enum Sink {
     Postgres(sqlx::PgConnection),
@@ -224,7 +228,7 @@ enum Sink {
 impl Sink {
     async fn insert(&mut self, rows: &[Entry]) -> Result<u64, StoreError> {
         match self {
-            Sink::Postgres(conn) => Store::insert_usage_rows_unnest(conn, rows).await,
+            Sink::Postgres(conn) => Store::insert_usage_rows_unnest_into(conn, STAGING, rows).await,
             Sink::Any(tx) => Ok(Store::insert_usage_rows_on(tx, rows).await?.len() as u64),
         }
     }
@@ -307,10 +311,17 @@ pub async fn import_csv_with(
             let mut conn = sqlx::PgConnection::connect(url)
                 .await
                 .map_err(StoreError::from)?;
-            sqlx::query("BEGIN")
-                .execute(&mut conn)
-                .await
-                .map_err(StoreError::from)?;
+            for statement in [
+                "BEGIN".to_string(),
+                format!(
+                    "CREATE TEMP TABLE {STAGING} (LIKE usage_rows INCLUDING DEFAULTS) ON COMMIT DROP"
+                ),
+            ] {
+                sqlx::query(&statement)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(StoreError::from)?;
+            }
             Sink::Postgres(conn)
         }
         None => Sink::Any(store.pool().begin().await.map_err(StoreError::from)?),
@@ -387,6 +398,16 @@ pub async fn import_csv_with(
     }
     match sink {
         Sink::Postgres(mut conn) => {
+            // One statement moves the staged rows in: the rollup trigger
+            // aggregates them all at once (one upsert per rollup row, not
+            // one per chunk), and locks rollup rows only for this moment.
+            stored = sqlx::query(&format!(
+                "INSERT INTO usage_rows SELECT * FROM {STAGING} ON CONFLICT DO NOTHING"
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected();
             sqlx::query("COMMIT")
                 .execute(&mut conn)
                 .await

@@ -204,6 +204,16 @@ impl Store {
         conn: &mut sqlx::PgConnection,
         rows: &[Entry],
     ) -> Result<u64, StoreError> {
+        Self::insert_usage_rows_unnest_into(conn, "usage_rows", rows).await
+    }
+
+    /// [`Store::insert_usage_rows_unnest`] into `table` (`usage_rows`, or
+    /// a staging table of the same columns).
+    pub async fn insert_usage_rows_unnest_into(
+        conn: &mut sqlx::PgConnection,
+        table: &'static str,
+        rows: &[Entry],
+    ) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -213,7 +223,7 @@ impl Store {
         };
         let int = |f: &dyn Fn(&Entry) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
         let sql = format!(
-            "INSERT INTO usage_rows ({USAGE_COLUMNS}) \
+            "INSERT INTO {table} ({USAGE_COLUMNS}) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], \
                $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], \

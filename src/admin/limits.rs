@@ -6,8 +6,9 @@
 //! admission loads it.
 //!
 //! `remaining_usd` = min(limit − spent, balance), never below zero;
-//! `binding` names the smaller (`balance` when there is no limit). A soft
-//! limit does not refuse: it is reported, but only the balance binds.
+//! `binding` names the smaller (`balance` when there is no limit; the
+//! limit on a tie, as admission checks it first). A soft limit does not
+//! refuse: it is reported, but only the balance binds.
 
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -66,7 +67,8 @@ pub fn headroom(
         _ => None,
     };
     let (remaining, binding) = match by_limit {
-        Some(left) if left < balance => (left, "member_monthly"),
+        // A tie names the limit: admission checks it first.
+        Some(left) if left <= balance => (left, "member_monthly"),
         _ => (balance, "balance"),
     };
     let remaining = Money::from_nano(remaining.nano().max(0));

@@ -871,3 +871,134 @@ async fn scheduled_reports_equal_the_usage_report(backend: Backend) {
 }
 
 both_backends!(scheduled_reports_equal_the_usage_report);
+
+/// For random limits, balances and spends: a request is admitted exactly
+/// when its hold is at most what `GET /api/me/limits` says remains, and
+/// the binding figure is the one admission names when it refuses.
+async fn headroom_is_what_admission_allows(backend: Backend) {
+    let gw = TestGateway::start(backend, "http://127.0.0.1:9/v1").await;
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ (backend == Backend::Production) as u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let ask = |who: &User, team: &str| {
+        let url = gw.url("/v1/chat/completions");
+        let key = who.key.clone();
+        let billing = format!("team:{team}");
+        async move {
+            crate::helpers::client::send(
+                "POST",
+                &url,
+                &key,
+                Some(json!({"model": "mock-1", "max_tokens": 1000,
+                    "messages": [{"role": "user", "content": "how much room is left?"}]})),
+                &[("x-tollgate-billing", &billing)],
+            )
+            .await
+        }
+    };
+    // The hold of that request shape, as admission states it: a user with
+    // no balance is refused and told.
+    let probe = user(&gw, "probe@room.test", "0").await;
+    let refused = crate::helpers::client::send(
+        "POST",
+        &gw.url("/v1/chat/completions"),
+        &probe.key,
+        Some(json!({"model": "mock-1", "max_tokens": 1000,
+            "messages": [{"role": "user", "content": "how much room is left?"}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 402, "{}", refused.text());
+    let hold =
+        tollgate::money::Money::parse_usd(refused.json()["error"]["hold_usd"].as_str().unwrap())
+            .unwrap();
+    let mut outcomes = BTreeMap::new();
+    for round in 0..12 {
+        let owner_credit = format!("0.00{}", 1 + next(9));
+        let owner = user(&gw, &format!("owner{round}@room.test"), &owner_credit).await;
+        let member = user(&gw, &format!("member{round}@room.test"), "0").await;
+        let team = call(
+            &gw,
+            "POST",
+            "/api/teams",
+            &owner.key,
+            Some(json!({"name": format!("Room {round}")})),
+        )
+        .await
+        .json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        crate::helpers::teams::invite_and_accept(
+            &gw,
+            &team,
+            &owner.key,
+            &member,
+            &format!("member{round}@room.test"),
+            "member",
+        )
+        .await;
+        let limit = format!("0.00{}", 1 + next(9));
+        call(
+            &gw,
+            "PATCH",
+            &format!("/api/teams/{team}"),
+            &owner.key,
+            Some(json!({"default_monthly_limit_usd": limit, "enforcement": "hard"})),
+        )
+        .await;
+        // Some spend first, as long as it is admitted.
+        for _ in 0..next(3) {
+            let _ = ask(&member, &team).await;
+        }
+        gw.ledger_idle().await;
+        let room =
+            crate::helpers::client::send("GET", &gw.url("/api/me/limits"), &member.key, None, &[])
+                .await
+                .json();
+        let entry = room["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["billing"] == format!("team:{team}"))
+            .unwrap()
+            .clone();
+        let remaining =
+            tollgate::money::Money::parse_usd(entry["remaining_usd"].as_str().unwrap()).unwrap();
+        let reply = ask(&member, &team).await;
+        let admitted = reply.status == 200;
+        assert!(admitted || reply.status == 402, "{}", reply.text());
+        assert_eq!(
+            admitted,
+            hold <= remaining,
+            "a hold of {hold} with {remaining} remaining ({entry}): {}",
+            reply.text()
+        );
+        if !admitted {
+            // The refusal names a figure the hold passes.
+            let error = reply.json()["error"].clone();
+            let left = |field: &str| {
+                tollgate::money::Money::parse_usd(entry[field].as_str().unwrap()).unwrap()
+            };
+            let passed = match error["scope"].as_str() {
+                Some("member_monthly") => {
+                    hold.nano() > left("limit_usd").nano() - left("spent_usd").nano()
+                }
+                Some("balance") => hold > left("balance_usd"),
+                other => panic!("scope {other:?}"),
+            };
+            assert!(passed, "{error} vs {entry}");
+        }
+        *outcomes
+            .entry(if admitted { "admitted" } else { "refused" })
+            .or_insert(0) += 1;
+    }
+    println!("headroom vs admission ({backend:?}): {outcomes:?}");
+    gw.finish().await;
+}
+
+both_backends!(headroom_is_what_admission_allows);

@@ -11,7 +11,7 @@
 //!    `ledger`, `providers`;
 //! 3. request-path services: `invalidate`, `auth`, `policy`;
 //! 4. `state` (everything a request may touch);
-//! 5. routes: `proxy`, `admin`, `dashboard`, `ops`;
+//! 5. routes: `proxy`, `admin`, `dashboard`, `ops`, `openapi`;
 //! 6. `router`, `app` (serve, shutdown), `cli`.
 
 pub mod accounts;
@@ -39,6 +39,7 @@ pub mod lookup;
 pub mod meter;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod ops;
 pub mod policy;
 pub mod pricing;

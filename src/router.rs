@@ -9,7 +9,7 @@ use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::providers::Endpoint;
 use crate::state::AppState;
-use crate::{admin, dashboard, ops, proxy};
+use crate::{admin, dashboard, openapi, ops, proxy};
 
 pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
@@ -27,6 +27,7 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
         (&Method::GET, "/healthz") => ops::healthz(),
         (&Method::GET, "/readyz") => ops::readyz(&state).await,
         (&Method::GET, "/metrics") => ops::metrics(&state, request.headers()),
+        (&Method::GET | &Method::HEAD, "/openapi.json") => openapi::serve(request.method()),
         (_, p) if p == "/api" || p.starts_with("/api/") => admin::handle(state, request).await,
         (&Method::GET, p) if p.starts_with("/invite/") || p.starts_with("/join/") => {
             dashboard::link_page(p)

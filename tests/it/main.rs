@@ -23,6 +23,7 @@ mod fixtures;
 mod hostile_edge;
 mod hostile_members;
 mod ledger_rollups;
+mod openapi;
 mod proxy_failures;
 mod proxy_holds;
 mod proxy_metering;

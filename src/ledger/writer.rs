@@ -594,8 +594,18 @@ pub async fn write_rows(
     let now = crate::clock::now_ms();
     if !counters.can_be_rebuilt() {
         let mut tx = store.pool().begin().await.map_err(StoreError::from)?;
-        let judged = super::alerts::before_on(&mut tx, rows).await?;
-        let inserted = Store::insert_usage_rows_on(&mut tx, rows).await?;
+        // SQLite: the write comes first. A deferred transaction that reads
+        // and then writes fails at once (a busy snapshot) when another
+        // connection wrote in between; one that starts with its write waits
+        // for the lock instead. One writer at a time: the members need no
+        // lock of their own there.
+        let (judged, inserted) = if store.is_postgres() {
+            let judged = super::alerts::before_on(&mut tx, rows).await?;
+            (judged, Store::insert_usage_rows_on(&mut tx, rows).await?)
+        } else {
+            let inserted = Store::insert_usage_rows_on(&mut tx, rows).await?;
+            (super::alerts::before_on(&mut tx, rows).await?, inserted)
+        };
         super::alerts::after_on(&mut tx, &judged, rows, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         return Ok(inserted.len() as u64);
@@ -610,9 +620,19 @@ pub async fn write_rows(
     let names: Vec<String> = keys.iter().map(CounterKey::name).collect();
     let mut lock = store.lock_counters(&names, false).await?;
     let stored = async {
-        let judged = super::alerts::before_on(lock.conn(), rows).await?;
+        // Members locked before the rows on Postgres; on SQLite the write
+        // comes first (see the in-process path above).
+        let judged = if store.is_postgres() {
+            Some(super::alerts::before_on(lock.conn(), rows).await?)
+        } else {
+            None
+        };
         let stamps_now = counters.stamps(&keys).await?;
         let inserted = Store::insert_usage_rows_on(lock.conn(), rows).await?;
+        let judged = match judged {
+            Some(judged) => judged,
+            None => super::alerts::before_on(lock.conn(), rows).await?,
+        };
         super::alerts::after_on(lock.conn(), &judged, rows, now).await?;
         let owed = {
             let inserted: BTreeSet<&str> = inserted.iter().map(String::as_str).collect();

@@ -329,22 +329,19 @@ impl Store {
         at: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The write first (SQLite: a read before it could fail the upgrade).
         let role: Option<String> = sqlx::query(
-            "SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2 AND removed_at IS NULL",
+            "UPDATE team_members SET removed_at = $1 WHERE team_id = $2 AND user_id = $3 \
+             AND removed_at IS NULL RETURNING role",
         )
+        .bind(at)
         .bind(team_id)
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?
         .map(|r| r.try_get("role"))
         .transpose()?;
-        let removed = sqlx::query("UPDATE team_members SET removed_at = $1 WHERE team_id = $2 AND user_id = $3 AND removed_at IS NULL")
-            .bind(at)
-            .bind(team_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let removed = u64::from(role.is_some());
         if removed == 1 {
             let role = role.unwrap_or_default();
             Self::record_member_event_on(&mut tx, team_id, user_id, false, &role, at).await?;

@@ -1835,3 +1835,70 @@ async fn every_answer_matches_the_document(backend: Backend) {
     assert!(errors >= 40, "{errors} refusals checked");
     gw.finish().await;
 }
+
+/// The document's template for a concrete path: literal segments first,
+/// then parameters (`/api/teams/tm_1/members` → `/api/teams/{id}/members`).
+fn template_of<'d>(doc: &'d Value, method: &str, path: &str) -> Option<&'d str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut best: Option<(&str, usize)> = None;
+    for (template, item) in doc["paths"].as_object()? {
+        if item.get(method.to_ascii_lowercase()).is_none() {
+            continue;
+        }
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != segments.len() {
+            continue;
+        }
+        let mut literal = 0;
+        let fits = parts.iter().zip(&segments).all(|(t, s)| {
+            if t.starts_with('{') {
+                !s.is_empty()
+            } else {
+                literal += 1;
+                t == s
+            }
+        });
+        if fits && best.is_none_or(|(_, n)| literal > n) {
+            best = Some((template.as_str(), literal));
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+/// Checks every JSON answer of `/api` and `/v1` routes any integration test
+/// receives against the document (called by the test client): a body that
+/// does not match its documented schema fails the test that saw it.
+pub fn check_answer(method: &str, path: &str, status: u16, content_type: &str, body: &[u8]) {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    if !(path.starts_with("/api/") || path.starts_with("/v1/")) {
+        return;
+    }
+    if !content_type.starts_with("application/json") || body.is_empty() {
+        return;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let doc = DOC.get_or_init(tollgate::openapi::document);
+    let Some(template) = template_of(doc, method, path) else {
+        return;
+    };
+    let Some(op) = operation(doc, method, template) else {
+        return;
+    };
+    let Some(response) = response_for(doc, op, status) else {
+        panic!("{method} {path} → {status}: the document has no such response for {template}");
+    };
+    let Some(schema) = response["content"]
+        .get("application/json")
+        .map(|c| &c["schema"])
+    else {
+        return;
+    };
+    let problems = Validator { doc }.check(schema, &value);
+    assert!(
+        problems.is_empty(),
+        "{method} {path} → {status} does not match the document ({template}):\n{}\n\nbody: {value:#}",
+        problems.join("\n")
+    );
+}

@@ -100,6 +100,10 @@ pub async fn try_send_raw(request: Request<Full<Bytes>>) -> Option<Reply> {
 }
 
 async fn send_request(request: Request<Full<Bytes>>) -> Reply {
+    let (method, path) = (
+        request.method().to_string(),
+        request.uri().path().to_string(),
+    );
     let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
         .await
         .expect("request timed out")
@@ -110,6 +114,13 @@ async fn send_request(request: Request<Full<Bytes>>) -> Reply {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
+    // Every JSON answer any test sees matches the OpenAPI document.
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    crate::openapi::check_answer(&method, &path, parts.status.as_u16(), content_type, &body);
     Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,

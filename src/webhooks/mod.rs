@@ -116,10 +116,14 @@ impl Deliverer {
 
     /// Claims and sends due deliveries until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        // A full batch means more may be due: look again at once.
+        let mut full = false;
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(POLL) => {}
+            if !full {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(POLL) => {}
+                }
             }
             let due = match self
                 .store
@@ -129,9 +133,11 @@ impl Deliverer {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(%error, "Webhook deliveries not claimed; trying again.");
+                    full = false;
                     continue;
                 }
             };
+            full = due.len() as i64 == BATCH;
             if due.is_empty() {
                 continue;
             }

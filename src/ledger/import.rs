@@ -401,8 +401,16 @@ pub async fn import_csv_with(
             // One statement moves the staged rows in: the rollup trigger
             // aggregates them all at once (one upsert per rollup row, not
             // one per chunk), and locks rollup rows only for this moment.
+            // The trigger aggregates the whole file: room to hash its
+            // groups in memory rather than sort them on disk (this
+            // transaction only). Rows in time order fill each month's
+            // partition and its time-ordered indexes in turn.
+            sqlx::query("SET LOCAL work_mem = '256MB'")
+                .execute(&mut conn)
+                .await
+                .map_err(StoreError::from)?;
             stored = sqlx::query(&format!(
-                "INSERT INTO usage_rows SELECT * FROM {STAGING} ON CONFLICT DO NOTHING"
+                "INSERT INTO usage_rows SELECT * FROM {STAGING} ORDER BY started_at ON CONFLICT DO NOTHING"
             ))
             .execute(&mut conn)
             .await

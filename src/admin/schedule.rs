@@ -4,10 +4,11 @@
 //! period so far at once. After each UTC week (from Monday) or month, the
 //! period's usage report (the JSON of `GET …/usage`) goes out as a
 //! `report.scheduled` event to the schedule's webhook. Each process looks
-//! for ended periods every few seconds; the one whose conditional update
-//! moves the schedule on sends the report (and the event's key is the
-//! period, so it is recorded once), so a restart or several processes
-//! neither skip nor repeat one.
+//! for ended periods every few seconds, records the report (keyed by its
+//! period: recorded once however many processes try) and then moves the
+//! schedule on with a conditional update, so a restart or several
+//! processes neither skip nor repeat one; periods missed while every
+//! process was down go out as one report.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,25 +246,24 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
             }
         };
         for schedule in due {
-            // The period that ended at `next_at`; the schedule moves on to
-            // the period holding now (periods missed while every process
-            // was down are reported once, as one).
+            // The periods ended since `next_at`'s period began, as one
+            // report (one when every process ran; all missed ones, at
+            // once, after an outage). Recorded first (its key is its
+            // period: once however often), then the schedule moves on; a
+            // crash between the two records nothing twice.
             let (from, _) = period(&schedule.cadence, schedule.next_at - 1);
-            let next = period(&schedule.cadence, now).1;
-            match state
+            let (current, next) = period(&schedule.cadence, now);
+            let to = current.max(schedule.next_at);
+            if let Err(error) = record_report(&state, &schedule, from, to, false).await {
+                tracing::warn!(%error, team = %schedule.team_id, "Scheduled report not recorded; tried again.");
+                continue;
+            }
+            if let Err(error) = state
                 .store
                 .advance_report_schedule(&schedule.team_id, schedule.next_at, next)
                 .await
             {
-                Ok(true) => {
-                    if let Err(error) =
-                        record_report(&state, &schedule, from, schedule.next_at, false).await
-                    {
-                        tracing::warn!(%error, team = %schedule.team_id, "Scheduled report not recorded.");
-                    }
-                }
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "Report schedule not moved on."),
+                tracing::warn!(%error, "Report schedule not moved on; its report is not sent twice.");
             }
         }
     }

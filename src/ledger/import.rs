@@ -154,7 +154,7 @@ fn parse_line(record: &csv::StringRecord) -> Result<Line, String> {
     let at = OffsetDateTime::parse(field(0), &Rfc3339)
         .map_err(|_| format!("time must be RFC 3339, not {:?}", field(0)))?;
     let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-    if at.year() < 1970 || at.year() > 9999 {
+    if at_ms < 0 || at.year() > 9999 {
         return Err(format!(
             "time must be between 1970 and 9999, not {:?}",
             field(0)

@@ -345,7 +345,7 @@ impl Store {
             "SELECT d.id, d.webhook_id, w.url, w.secret, d.event_id, e.type, e.team_id, e.data, \
                e.created_at AS event_at, d.attempts, d.created_at \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
-             WHERE d.state = 'pending' AND d.lease_owner = $1",
+             WHERE d.state = 'pending' AND d.lease_owner = $1 AND w.deleted_at IS NULL",
         )
         .bind(&owner)
         .fetch_all(&self.pool)

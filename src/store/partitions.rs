@@ -166,12 +166,14 @@ pub async fn ensure_months(store: &Store, months: &BTreeSet<i64>) -> Result<(), 
         conn.execute("SET LOCAL lock_timeout = '10s'").await?;
         for statement in [
             format!("CREATE TABLE {name} (LIKE usage_rows INCLUDING DEFAULTS)"),
+            // One statement moves the month's rows: what it deletes is what
+            // it copies. A row committed after it stays in the default
+            // partition, and the attach below then fails (this month is
+            // tried again within the hour), so nothing is lost.
             format!(
-                "INSERT INTO {name} SELECT * FROM usage_rows_default \
-                 WHERE started_at >= {from} AND started_at < {to}"
-            ),
-            format!(
-                "DELETE FROM usage_rows_default WHERE started_at >= {from} AND started_at < {to}"
+                "WITH moved AS (DELETE FROM usage_rows_default \
+                 WHERE started_at >= {from} AND started_at < {to} RETURNING *) \
+                 INSERT INTO {name} SELECT * FROM moved"
             ),
             format!(
                 "ALTER TABLE usage_rows ATTACH PARTITION {name} FOR VALUES FROM ({from}) TO ({to})"

@@ -186,11 +186,19 @@ pub async fn after_on(
             if balance >= low {
                 continue;
             }
+            // The balance is judged again by the update itself: a credit
+            // committed since it was read (whose re-arm found nothing to
+            // re-arm) stops a spurious alert that would leave the next
+            // real crossing untold.
             let fired = sqlx::query(
-                    "UPDATE teams SET low_balance_fired_at = $1 WHERE id = $2 AND low_balance_fired_at IS NULL",
+                    "UPDATE teams SET low_balance_fired_at = $1 WHERE id = $2 AND low_balance_fired_at IS NULL \
+                     AND COALESCE((SELECT SUM(amount_nano) FROM credits WHERE user_id = $3), 0) \
+                       - COALESCE((SELECT cost_nano FROM usage_accounts WHERE account_id = $3), 0) \
+                       < low_balance_nano",
                 )
                 .bind(now)
                 .bind(&team_id)
+                .bind(account)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();

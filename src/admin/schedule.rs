@@ -127,11 +127,10 @@ pub async fn put(
         group_by,
         webhook_id: webhook_id.to_string(),
     };
-    let by = match caller {
-        Caller::Operator => "operator".to_string(),
-        Caller::User(principal) => principal.user_id.clone(),
-    };
-    state.store.set_report_schedule(&schedule, &by, now).await?;
+    state
+        .store
+        .set_report_schedule(&schedule, &super::actor(caller), now)
+        .await?;
     audit(
         state,
         Some(team_id),

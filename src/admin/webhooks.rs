@@ -98,7 +98,7 @@ pub async fn create(
         url,
         events,
         secret: format!("whsec_{}", keys::random_base62(32)),
-        created_by: actor(caller),
+        created_by: super::actor(caller),
         created_at: state.clock.now_ms(),
     };
     state.store.create_webhook(&hook).await?;
@@ -115,13 +115,6 @@ pub async fn create(
     let mut shown = webhook_json(&hook);
     shown["secret"] = json!(hook.secret);
     respond(StatusCode::CREATED, &shown)
-}
-
-fn actor(caller: &Caller) -> String {
-    match caller {
-        Caller::Operator => "operator".into(),
-        Caller::User(principal) => principal.user_id.clone(),
-    }
 }
 
 /// `GET /api/teams/{id}/webhooks` (admin).

@@ -99,12 +99,7 @@ impl Store {
         )
         .await?;
         if fresh && event.kind == "hard_refused" {
-            let email: Option<String> = sqlx::query("SELECT email FROM users WHERE id = $1")
-                .bind(&event.user_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("email"))
-                .transpose()?;
+            let email = Self::email_on(&mut tx, &event.user_id).await?;
             Self::record_event_on(
                 &mut tx,
                 &super::events::NewEvent {

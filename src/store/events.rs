@@ -439,12 +439,7 @@ impl Store {
         role: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        let email: Option<String> = sqlx::query("SELECT email FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.try_get("email"))
-            .transpose()?;
+        let email = Self::email_on(conn, user_id).await?;
         let kind = if joined {
             "member.joined"
         } else {
@@ -466,6 +461,20 @@ impl Store {
         )
         .await?;
         Ok(())
+    }
+
+    /// A user's email (events name the member), on the caller's
+    /// transaction.
+    pub(super) async fn email_on(
+        conn: &mut AnyConnection,
+        user_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT email FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get("email"))
+            .transpose()?)
     }
 
     // === Report schedules ===

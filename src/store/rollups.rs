@@ -246,42 +246,48 @@ pub(super) async fn ensure(store: &Store) -> Result<(), StoreError> {
         );
         conn.execute(trigger.as_str()).await?;
     }
-    let built = sqlx::query("SELECT value FROM settings WHERE key = $1")
-        .bind(BUILT)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some();
-    if !built {
-        conn.execute("DELETE FROM usage_daily").await?;
-        let fill = format!(
-            "INSERT INTO usage_daily ({columns}) {}",
-            aggregate("usage_rows", store.is_postgres())
-        );
-        conn.execute(fill.as_str()).await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
-            .bind(BUILT)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let accounts_built = sqlx::query("SELECT value FROM settings WHERE key = $1")
-        .bind(ACCOUNTS_BUILT)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some();
-    if !accounts_built {
-        conn.execute("DELETE FROM usage_accounts").await?;
-        conn.execute(
+    let fill_daily = format!(
+        "INSERT INTO usage_daily ({columns}) {}",
+        aggregate("usage_rows", store.is_postgres())
+    );
+    fill_once(conn, BUILT, &["DELETE FROM usage_daily", &fill_daily]).await?;
+    fill_once(
+        conn,
+        ACCOUNTS_BUILT,
+        &[
+            "DELETE FROM usage_accounts",
             "INSERT INTO usage_accounts (account_id, cost_nano) \
              SELECT account_id, SUM(cost_nano - imported_cost_nano) FROM usage_daily \
              GROUP BY account_id",
-        )
-        .await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
-            .bind(ACCOUNTS_BUILT)
-            .execute(&mut *conn)
-            .await?;
-    }
+        ],
+    )
+    .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `statements` unless the settings key `marker` says they ran, then
+/// sets it (in the caller's transaction).
+async fn fill_once(
+    conn: &mut AnyConnection,
+    marker: &str,
+    statements: &[&str],
+) -> Result<(), StoreError> {
+    let done = sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(marker)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if done {
+        return Ok(());
+    }
+    for statement in statements {
+        conn.execute(*statement).await?;
+    }
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
+        .bind(marker)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

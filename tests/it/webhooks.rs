@@ -108,6 +108,41 @@ fn of_type<'a>(events: &'a BTreeMap<String, Value>, kind: &str) -> Vec<&'a Value
     events.values().filter(|e| e["type"] == kind).collect()
 }
 
+/// A gateway (webhooks may reach loopback) in front of a provider whose
+/// every answer costs $0.0033475 on gpt-5.1.
+async fn answering_gateway(backend: Backend) -> (MockUpstream, TestGateway) {
+    let upstream = MockUpstream::start(|_| {
+        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
+    })
+    .await;
+    let gw = TestGateway::start_with(
+        backend,
+        &standard_models(&upstream.base_url()),
+        ALLOW_PRIVATE,
+    )
+    .await;
+    (upstream, gw)
+}
+
+/// A team `owner` makes; its id.
+async fn new_team(gw: &TestGateway, owner: &User, name: impl std::fmt::Display) -> String {
+    let reply = call(
+        gw,
+        "POST",
+        "/api/teams",
+        &owner.key,
+        Some(json!({"name": name.to_string()})),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
+/// `member` joins `team` as a member, invited by `owner`.
+async fn join(gw: &TestGateway, team: &str, owner: &User, member: &User, email: &str) {
+    crate::helpers::teams::invite_and_accept(gw, team, &owner.key, member, email, "member").await;
+}
+
 async fn create_hook(gw: &TestGateway, team: &str, key: &str, url: &str, events: Value) -> Value {
     let reply = call(
         gw,
@@ -125,31 +160,11 @@ async fn create_hook(gw: &TestGateway, team: &str, key: &str, url: &str, events:
 /// hard limit, and a member joining and leaving: each event delivered once,
 /// signed, after two refused attempts each; the deliveries listed.
 async fn events_are_signed_retried_and_delivered_once(backend: Backend) {
-    let upstream = MockUpstream::start(|_| {
-        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
-    })
-    .await;
-    let gw = TestGateway::start_with(
-        backend,
-        &standard_models(&upstream.base_url()),
-        ALLOW_PRIVATE,
-    )
-    .await;
+    let (_upstream, gw) = answering_gateway(backend).await;
     let hooks = receiver(2).await;
     let owner = user(&gw, "owner@hooks.test", "10").await;
     let member = user(&gw, "member@hooks.test", "0").await;
-    let team = call(
-        &gw,
-        "POST",
-        "/api/teams",
-        &owner.key,
-        Some(json!({"name": "Hooks"})),
-    )
-    .await
-    .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let team = new_team(&gw, &owner, "Hooks").await;
     let hook = create_hook(
         &gw,
         &team,
@@ -170,15 +185,7 @@ async fn events_are_signed_retried_and_delivered_once(backend: Backend) {
     )
     .await;
     assert!(!listed.text().contains(&secret));
-    crate::helpers::teams::invite_and_accept(
-        &gw,
-        &team,
-        &owner.key,
-        &member,
-        "member@hooks.test",
-        "member",
-    )
-    .await;
+    join(&gw, &team, &owner, &member, "member@hooks.test").await;
     // A soft limit of 1 cent: each answer costs $0.0033475.
     let patch = call(
         &gw,
@@ -390,31 +397,12 @@ async fn a_delivery_survives_a_restart_while_the_receiver_is_down() {
     .await;
     let owner = user(&gw, "owner@restart.test", "1").await;
     let member = user(&gw, "member@restart.test", "0").await;
-    let team = call(
-        &gw,
-        "POST",
-        "/api/teams",
-        &owner.key,
-        Some(json!({"name": "Restart"})),
-    )
-    .await
-    .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let team = new_team(&gw, &owner, "Restart").await;
     // A port nothing listens on yet.
     let port = crate::helpers::servers::free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     create_hook(&gw, &team, &owner.key, &url, json!(["member.joined"])).await;
-    crate::helpers::teams::invite_and_accept(
-        &gw,
-        &team,
-        &owner.key,
-        &member,
-        "member@restart.test",
-        "member",
-    )
-    .await;
+    join(&gw, &team, &owner, &member, "member@restart.test").await;
     // At least one failed attempt, then the gateway stops.
     let start = Instant::now();
     let wid = gw.store().webhooks(&team).await.unwrap()[0].id.clone();
@@ -452,18 +440,7 @@ async fn a_delivery_survives_a_restart_while_the_receiver_is_down() {
 async fn webhook_targets_are_guarded(backend: Backend) {
     let gw = TestGateway::start(backend, "http://127.0.0.1:9/v1").await;
     let owner = user(&gw, "owner@ssrf.test", "1").await;
-    let team = call(
-        &gw,
-        "POST",
-        "/api/teams",
-        &owner.key,
-        Some(json!({"name": "Guard"})),
-    )
-    .await
-    .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let team = new_team(&gw, &owner, "Guard").await;
     let path = format!("/api/teams/{team}/webhooks");
     for url in [
         "http://127.0.0.1:8080/hook",
@@ -504,7 +481,7 @@ async fn webhook_targets_are_guarded(backend: Backend) {
         assert_eq!(reply.status, 400, "{events}: {}", reply.text());
         assert_eq!(reply.json()["error"]["param"], "events");
     }
-    // A member may not manage webhooks.
+    // Someone outside the team does not even see its webhooks.
     let outsider = user(&gw, "outsider@ssrf.test", "0").await;
     let reply = call(&gw, "GET", &path, &outsider.key, None).await;
     assert_eq!(reply.status, 404);
@@ -523,27 +500,8 @@ async fn headroom_agrees_with_admission(backend: Backend) {
     let gw = TestGateway::start(backend, &upstream.base_url()).await;
     let owner = user(&gw, "owner@room.test", "5").await;
     let member = user(&gw, "member@room.test", "0.5").await;
-    let team = call(
-        &gw,
-        "POST",
-        "/api/teams",
-        &owner.key,
-        Some(json!({"name": "Room"})),
-    )
-    .await
-    .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    crate::helpers::teams::invite_and_accept(
-        &gw,
-        &team,
-        &owner.key,
-        &member,
-        "member@room.test",
-        "member",
-    )
-    .await;
+    let team = new_team(&gw, &owner, "Room").await;
+    join(&gw, &team, &owner, &member, "member@room.test").await;
     let limits = |gw: &TestGateway, key: String| {
         let url = gw.url("/api/me/limits");
         async move {
@@ -604,31 +562,11 @@ both_backends!(headroom_agrees_with_admission);
 /// `balance.low`: once per crossing, armed again by a credit that lifts the
 /// balance above the threshold.
 async fn a_low_balance_is_told_once_per_crossing(backend: Backend) {
-    let upstream = MockUpstream::start(|_| {
-        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
-    })
-    .await;
-    let gw = TestGateway::start_with(
-        backend,
-        &standard_models(&upstream.base_url()),
-        ALLOW_PRIVATE,
-    )
-    .await;
+    let (_upstream, gw) = answering_gateway(backend).await;
     let hooks = receiver(0).await;
     let owner = user(&gw, "owner@low.test", "0.02").await;
     let member = user(&gw, "member@low.test", "0").await;
-    let team = call(
-        &gw,
-        "POST",
-        "/api/teams",
-        &owner.key,
-        Some(json!({"name": "Low"})),
-    )
-    .await
-    .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let team = new_team(&gw, &owner, "Low").await;
     create_hook(
         &gw,
         &team,
@@ -637,15 +575,7 @@ async fn a_low_balance_is_told_once_per_crossing(backend: Backend) {
         json!(["balance.low"]),
     )
     .await;
-    crate::helpers::teams::invite_and_accept(
-        &gw,
-        &team,
-        &owner.key,
-        &member,
-        "member@low.test",
-        "member",
-    )
-    .await;
+    join(&gw, &team, &owner, &member, "member@low.test").await;
     // Only the owner sets it.
     let by_admin = call(
         &gw,
@@ -706,40 +636,12 @@ both_backends!(a_low_balance_is_told_once_per_crossing);
 /// A scheduled report carries what `GET …/usage` says for its period; the
 /// send-now route marks it partial; an ended period is reported once.
 async fn scheduled_reports_equal_the_usage_report(backend: Backend) {
-    let upstream = MockUpstream::start(|_| {
-        Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
-    })
-    .await;
-    let gw = TestGateway::start_with(
-        backend,
-        &standard_models(&upstream.base_url()),
-        ALLOW_PRIVATE,
-    )
-    .await;
+    let (_upstream, gw) = answering_gateway(backend).await;
     let hooks = receiver(0).await;
     let owner = user(&gw, "owner@report.test", "10").await;
     let member = user(&gw, "member@report.test", "0").await;
-    let team = call(
-        &gw,
-        "POST",
-        "/api/teams",
-        &owner.key,
-        Some(json!({"name": "Reports"})),
-    )
-    .await
-    .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    crate::helpers::teams::invite_and_accept(
-        &gw,
-        &team,
-        &owner.key,
-        &member,
-        "member@report.test",
-        "member",
-    )
-    .await;
+    let team = new_team(&gw, &owner, "Reports").await;
+    join(&gw, &team, &owner, &member, "member@report.test").await;
     let hook = create_hook(
         &gw,
         &team,
@@ -933,13 +835,12 @@ async fn headroom_is_what_admission_allows(backend: Backend) {
             .as_str()
             .unwrap()
             .to_string();
-        crate::helpers::teams::invite_and_accept(
+        join(
             &gw,
             &team,
-            &owner.key,
+            &owner,
             &member,
             &format!("member{round}@room.test"),
-            "member",
         )
         .await;
         let limit = format!("0.00{}", 1 + next(9));

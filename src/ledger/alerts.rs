@@ -54,28 +54,32 @@ pub async fn before_on(
         .filter(|r| counts(r))
         .filter_map(|r| r.team_id.as_deref().map(|t| (t, r.user_id.as_str())))
         .collect();
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
     let postgres = conn.backend_name() == "PostgreSQL";
+    // One query for the batch's members, locked in key order (every writer
+    // runs the same query, so they take these locks in one order).
+    let wanted: Vec<String> = (0..pairs.len())
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "SELECT m.team_id, m.user_id, u.email, m.monthly_limit_nano, t.default_monthly_limit_nano \
+         FROM team_members m JOIN teams t ON t.id = m.team_id JOIN users u ON u.id = m.user_id \
+         WHERE (m.team_id, m.user_id) IN ({}) ORDER BY m.team_id, m.user_id{}",
+        wanted.join(", "),
+        if postgres { " FOR UPDATE OF m" } else { "" }
+    );
+    let query = pairs.iter().fold(sqlx::query(&sql), |q, (team, user)| {
+        q.bind(*team).bind(*user)
+    });
     let mut judged = Vec::with_capacity(pairs.len());
-    for (team_id, user_id) in pairs {
-        let sql = format!(
-                "SELECT u.email, m.monthly_limit_nano, t.default_monthly_limit_nano \
-                 FROM team_members m JOIN teams t ON t.id = m.team_id JOIN users u ON u.id = m.user_id \
-                 WHERE m.team_id = $1 AND m.user_id = $2{}",
-                if postgres { " FOR UPDATE OF m" } else { "" }
-            );
-        let Some(row) = sqlx::query(&sql)
-            .bind(team_id)
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            continue;
-        };
+    for row in query.fetch_all(&mut *conn).await? {
         let own: Option<i64> = row.try_get("monthly_limit_nano")?;
         let default: Option<i64> = row.try_get("default_monthly_limit_nano")?;
         judged.push(Judged {
-            team_id: team_id.to_string(),
-            user_id: user_id.to_string(),
+            team_id: row.try_get("team_id")?,
+            user_id: row.try_get("user_id")?,
             email: row.try_get("email")?,
             limit: own.or(default).map(Money::from_nano),
         });

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyLookup;
 use crate::config::Config;
-use crate::conn::{BodyDeadline, ClientAddr, ConnLimits, ConnTimer, Watched};
+use crate::conn::{BodyDeadline, ClientAddr, ConnLimits, ConnSlot, ConnTimer, Watched};
+use crate::cores;
 use crate::counters::Counters;
 use crate::invalidate::{Forget, Invalidator};
 use crate::keys;
@@ -47,6 +49,8 @@ pub enum InitError {
     Spool(#[from] crate::ledger::SpoolError),
     #[error("the operator token from {from} has {length} characters; use at least {MIN_ADMIN_TOKEN_CHARS} (or leave it unset and one is generated)")]
     WeakAdminToken { from: String, length: usize },
+    #[error("cannot start the serving cores: {0}")]
+    Cores(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -58,6 +62,8 @@ pub enum InitError {
 pub struct App {
     state: Arc<AppState>,
     listener: TcpListener,
+    /// The serving cores' runtimes (`server.per_core`), not yet running.
+    cores: Vec<cores::Idle>,
     ledger_stop: CancellationToken,
     ledger_writer: tokio::task::JoinHandle<()>,
     /// The operator token, when this start generated it (shown once).
@@ -80,7 +86,12 @@ impl App {
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<App, InitError> {
         let store = open_store(&config).await?;
         maintain_ledger(&store, config.ledger.retention_months, clock.now_ms()).await;
-        let counters = Arc::new(if config.storage.redis_url.is_empty() {
+        let cores = if config.server.per_core {
+            cores::build(cores::count(config.server.worker_threads)).map_err(InitError::Cores)?
+        } else {
+            Vec::new()
+        };
+        let mut counters = if config.storage.redis_url.is_empty() {
             Counters::memory()
         } else {
             Counters::redis(
@@ -89,9 +100,20 @@ impl App {
                 config.redis_outage_budget(),
             )
             .await?
-        });
+        };
+        counters.per_core(cores.len());
+        let counters = Arc::new(counters);
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
         let client = providers::build_client(&config.upstream)?;
+        let cores = if config.server.per_core {
+            cores::build(cores::count(config.server.worker_threads)).map_err(InitError::Cores)?
+        } else {
+            Vec::new()
+        };
+        let core_clients = cores
+            .iter()
+            .map(|_| providers::build_client(&config.upstream))
+            .collect::<Result<Vec<_>, _>>()?;
         let tasks = Tasks::new();
         let ledger_stop = CancellationToken::new();
         let (ledger, ledger_writer) = ledger::start(
@@ -147,6 +169,7 @@ impl App {
             store,
             counters,
             client,
+            core_clients,
             ledger,
             tasks,
             metrics,
@@ -156,6 +179,7 @@ impl App {
         Ok(App {
             state,
             listener,
+            cores,
             ledger_stop,
             ledger_writer,
             generated_admin_token,
@@ -177,6 +201,7 @@ impl App {
         let App {
             state,
             listener,
+            cores,
             ledger_stop,
             ledger_writer,
             ..
@@ -211,7 +236,7 @@ impl App {
                 None
             }
         };
-        serve(listener, state.clone(), shutdown).await;
+        let serving = serve(listener, state.clone(), shutdown, cores).await;
         subscriber_stop.cancel();
         let _ = subscriber.await;
         let _ = publisher.await;
@@ -227,6 +252,8 @@ impl App {
             tracing::error!(%error, "Ledger writer failed.");
         }
         state.store.close().await;
+        // Last: the cores' runtimes ran the tasks waited for above.
+        serving.release().await;
         tracing::info!("Shutdown complete.");
     }
 }
@@ -308,24 +335,76 @@ async fn admin_token(
     }
 }
 
-/// The accept loop: HTTP/1.1 with keep-alive, TCP_NODELAY, bounds on open
-/// connections (in all and per client address: one past them is closed at
-/// once, so the loop never waits and `/healthz` is always reachable),
-/// request-head and idle timeouts (`conn.rs`), and a graceful drain of open
-/// connections on shutdown: they finish within `server.shutdown_grace_secs`;
-/// past it the ones left are cut, and their requests settle under the
-/// disconnect policy (a stream being drained ends at once, billed at the
-/// conservative estimate) before the ledger is flushed.
-async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut connections = tokio::task::JoinSet::new();
+/// A connection the accept loop took and admitted, on its way to the
+/// runtime that serves it.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: ConnSlot,
+}
+
+/// The serving runtimes after their connections ended: the cores stay up
+/// until [`Serving::release`] (tasks spawned there still run).
+struct Serving {
+    release: CancellationToken,
+    cores: Vec<cores::Running>,
+}
+
+impl Serving {
+    async fn release(self) {
+        self.release.cancel();
+        for core in self.cores {
+            core.ended().await;
+        }
+    }
+}
+
+/// The accept loop: bounds on open connections (in all and per client
+/// address: one past them is closed at once, so the loop never waits and
+/// `/healthz` is always reachable), then each connection goes to the
+/// serving runtime with the fewest open ones — a core of its own with
+/// `server.per_core`, else a task on this runtime. Returns once every
+/// serving runtime has let its connections go ([`serve_connections`]).
+async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    idle_cores: Vec<cores::Idle>,
+) -> Serving {
     let server = &state.config.server;
     let limits = ConnLimits::new(server.max_connections, server.max_connections_per_ip);
-    let header_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
-    let idle_timeout = Duration::from_secs(server.idle_timeout_secs.max(1));
-    let body_timeout = Duration::from_millis(server.body_read_timeout_ms.max(1));
-    let mut builder = http1::Builder::new();
-    builder.keep_alive(true).header_read_timeout(header_timeout);
+    let release = CancellationToken::new();
+    let mut queues = Vec::new();
+    let mut loads = Vec::new();
+    let mut running = Vec::new();
+    for core in idle_cores {
+        let (queue, connections) = tokio::sync::mpsc::unbounded_channel();
+        let core_state = state.clone();
+        match core.start(release.clone(), move |load| {
+            serve_connections(connections, core_state, load)
+        }) {
+            Ok(core) => {
+                queues.push(queue);
+                loads.push(core.load.clone());
+                running.push(core);
+            }
+            Err(error) => tracing::error!(%error, "A serving core could not start."),
+        }
+    }
+    let mut shared = None;
+    if queues.is_empty() {
+        let (queue, connections) = tokio::sync::mpsc::unbounded_channel();
+        let load = Arc::new(AtomicUsize::new(0));
+        // Detached, not tracked: awaited below, before shutdown goes on.
+        shared = Some(tasks::detached(serve_connections(
+            connections,
+            state.clone(),
+            load.clone(),
+        )));
+        queues.push(queue);
+        loads.push(load);
+    }
+    let mut turn = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -345,6 +424,69 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "An accepted connection could not be handed on.");
+                continue;
+            }
+        };
+        let pick = cores::least_loaded(&loads, turn);
+        turn = turn.wrapping_add(1);
+        let (Some(queue), Some(load)) = (queues.get(pick), loads.get(pick)) else {
+            continue;
+        };
+        load.fetch_add(1, Ordering::Relaxed);
+        if queue.send(Accepted { stream, peer, slot }).is_err() {
+            // That runtime is gone (it cannot be, before shutdown): the
+            // connection is closed and its place freed.
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    drop(listener);
+    drop(queues);
+    if let Some(shared) = shared {
+        let _ = shared.await;
+    }
+    for core in &mut running {
+        core.served().await;
+    }
+    Serving {
+        release,
+        cores: running,
+    }
+}
+
+/// Serves the connections handed to one runtime: HTTP/1.1 with keep-alive,
+/// TCP_NODELAY, request-head and idle timeouts (`conn.rs`), and a graceful
+/// drain when the accept loop stops: open connections finish within
+/// `server.shutdown_grace_secs`; past it the ones left are cut, and their
+/// requests settle under the disconnect policy (a stream being drained ends
+/// at once, billed at the conservative estimate) before the ledger is
+/// flushed.
+async fn serve_connections(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    state: Arc<AppState>,
+    load: Arc<AtomicUsize>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    let server = &state.config.server;
+    let header_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
+    let idle_timeout = Duration::from_secs(server.idle_timeout_secs.max(1));
+    let body_timeout = Duration::from_millis(server.body_read_timeout_ms.max(1));
+    let grace = Duration::from_secs(server.shutdown_grace_secs);
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).header_read_timeout(header_timeout);
+    while let Some(Accepted { stream, peer, slot }) = queue.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "A connection could not join its runtime.");
+                load.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
         let (stream, activity) = Watched::new(stream);
         let client = ClientAddr(peer.ip());
         let conn_state = state.clone();
@@ -364,6 +506,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         conn_builder.timer(ConnTimer::new(activity, header_timeout, idle_timeout));
         let connection = conn_builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let load = load.clone();
         // Tracked in the connection set: shutdown waits for it, and cuts it
         // past the grace period so that its requests settle before the
         // ledger closes.
@@ -371,11 +514,10 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         connections.spawn(async move {
             let _ = connection.await;
             drop(slot);
+            load.fetch_sub(1, Ordering::Relaxed);
         });
         while connections.try_join_next().is_some() {}
     }
-    drop(listener);
-    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {

@@ -110,7 +110,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
     };
     init_tracing();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
+    if config.server.per_core && command.as_slice() == ["serve"] {
+        // The cores serve; this runtime accepts and runs background work.
+        builder.worker_threads(1);
+    } else if config.server.worker_threads > 0 {
         builder.worker_threads(config.server.worker_threads);
     }
     let runtime = match builder.enable_all().build() {

@@ -3,7 +3,7 @@
 //! Modules form layers; a module never imports one above it (see
 //! `ARCHITECTURE.md`, "Layers"):
 //!
-//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `conn`, `bound`, `tasks`,
+//! 1. foundations: `money`, `clock`, `keys`, `domain`, `config`, `conn`, `cores`, `bound`, `tasks`,
 //!    `singleflight`, `lookup`, `http_body`, `meter`, `pricing`, `metrics`,
 //!    `throttle`;
 //! 2. storage and state of money: `store`, `error`, `counters`, `corrections`,
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod cores;
 pub mod corrections;
 pub mod counters;
 pub mod dashboard;

@@ -30,7 +30,11 @@ pub struct AppState {
     pub policies: Arc<PolicyLookup>,
     /// Clears caches here and in every other process.
     pub invalidator: Arc<Invalidator>,
+    /// The upstream client off the serving cores (shared serving).
     pub client: UpstreamClient,
+    /// One upstream client (and so one connection pool) per serving core
+    /// when `server.per_core` is on; empty otherwise.
+    pub core_clients: Vec<UpstreamClient>,
     pub ledger: LedgerSender,
     /// What a finished request needs: release its hold, queue its entry.
     pub settler: Arc<Settler>,
@@ -53,6 +57,14 @@ impl AppState {
     /// rebuild brings its cost to the rebuilt counter, `ledger::write_rows`).
     pub fn seeding_waits_for_ledger(&self) -> bool {
         self.ledger.is_behind() && !self.counters.can_be_rebuilt()
+    }
+
+    /// The upstream client of the core this runs on (its own pool), else
+    /// the shared one.
+    pub fn client(&self) -> &UpstreamClient {
+        crate::cores::current()
+            .and_then(|core| self.core_clients.get(core))
+            .unwrap_or(&self.client)
     }
 
     /// Whether `token` is the operator token.

@@ -2,14 +2,17 @@
 # Same-run A/B of two Tollgate builds: throughput and gateway CPU per request.
 #   bash benches/load/ab.sh BIN_A BIN_B [SECONDS=8] [ROUNDS=3]
 # BIN_A / BIN_B are `tollgate` release binaries (e.g. the commit before a
-# refactor and the refactored build). The fast mock upstream comes from
-# $MOCK_BIN, else target/release/tollgate-mock-upstream (build it with
-# --features bench-tools). Gateways log at $AB_RUST_LOG (default warn).
+# refactor and the refactored build), or the same binary twice with
+# settings that differ: $AB_ENV_A / $AB_ENV_B are space-separated
+# VAR=VALUE pairs for each side (e.g. AB_ENV_B=TOLLGATE_SERVER__PER_CORE=true).
+# The fast mock upstream comes from $MOCK_BIN, else
+# target/release/tollgate-mock-upstream (build it with --features bench-tools). Gateways log at $AB_RUST_LOG (default warn).
 # Modes (A and B run side by side with identical configs, each with its own
 # temp dir, database, spool dir and loopback port):
 #   embedded   SQLite + in-process counters
 #   pg-redis   Postgres (fresh database each) + Redis (own redis_prefix each);
 #              skipped when the local Postgres or Redis is unreachable
+# ($AB_MODES=embedded or pg-redis runs that mode alone.)
 # Loads (the same wrk bodies as run.sh): json64 (non-streaming, 64 conns),
 # json1 (non-streaming, 1 conn), sse64 (streaming, 64 conns).
 # Each round runs every load on A then B; the next round B then A (order
@@ -116,7 +119,10 @@ redis_prefix = "$6"
 spool_dir = "$work/$name/spool"
 $models
 TOML
-  RUST_LOG="${AB_RUST_LOG:-warn}" "$bin" serve --config "$work/$name/tollgate.toml" 2>"$work/$name/log" &
+  local side_env=${AB_ENV_A:-}
+  [ "${name: -1}" = B ] && side_env=${AB_ENV_B:-}
+  # shellcheck disable=SC2086 # word splitting of the VAR=VALUE list
+  env $side_env RUST_LOG="${AB_RUST_LOG:-warn}" "$bin" serve --config "$work/$name/tollgate.toml" 2>"$work/$name/log" &
   local pid=$!
   pids+=("$pid")
   echo "$pid" > "$work/$name.pid"
@@ -186,7 +192,12 @@ warm() { # name port
 }
 
 modes=(embedded)
-if command -v psql >/dev/null && command -v redis-cli >/dev/null \
+if [ "${AB_MODES:-}" = pg-redis ]; then
+  modes=()   # $AB_MODES=pg-redis: that mode alone
+fi
+if [ "${AB_MODES:-}" = embedded ]; then
+  :          # $AB_MODES=embedded: that mode alone
+elif command -v psql >/dev/null && command -v redis-cli >/dev/null \
    && psql "$pg_admin" -q -c "SELECT 1" >/dev/null 2>&1 \
    && [ "$(redis-cli -u "$redis_url" ping 2>/dev/null)" = PONG ]; then
   modes+=(pg-redis)
@@ -195,8 +206,8 @@ else
 fi
 
 started=$(date +%s)
-echo "A = $bin_a" >&2
-echo "B = $bin_b" >&2
+echo "A = $bin_a ${AB_ENV_A:-}" >&2
+echo "B = $bin_b ${AB_ENV_B:-}" >&2
 echo "mock = $mock_bin; ${secs}s per run, $rounds rounds" >&2
 printf '%-9s %-6s %5s  %s %10s %9s %9s %7s %6s %8s\n' mode load round b req/s p50ms p99ms non2xx sockerr cpu-ms >&2
 for mode in "${modes[@]}"; do
@@ -229,7 +240,7 @@ for mode in "${modes[@]}"; do
 done
 cp "$work/ab.csv" "$csv_out"
 
-python3 - "$work/ab.csv" "$bin_a" "$bin_b" "$secs" "$rounds" "$(( $(date +%s) - started ))" <<'PY'
+python3 - "$work/ab.csv" "$bin_a ${AB_ENV_A:-}" "$bin_b ${AB_ENV_B:-}" "$secs" "$rounds" "$(( $(date +%s) - started ))" <<'PY'
 import csv, statistics as st, sys
 path, a, b, secs, rounds, elapsed = sys.argv[1:]
 rows = list(csv.DictReader(open(path)))

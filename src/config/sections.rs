@@ -36,8 +36,14 @@ pub struct ServerConfig {
     /// The gateway's public base URL, used in invitation and join links.
     /// Empty: `http://` + `listen`.
     pub public_url: String,
-    /// Runtime worker threads; 0 = one per CPU core.
+    /// Runtime worker threads; 0 = one per CPU core. With `per_core`, the
+    /// number of serving cores.
     pub worker_threads: usize,
+    /// One single-threaded runtime per core, each serving the connections
+    /// handed to it with its own upstream connection pool (no work
+    /// stealing, no cross-thread wake-up on a request's path); `false`: one
+    /// work-stealing runtime serves everything.
+    pub per_core: bool,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +62,7 @@ impl Default for ServerConfig {
             metrics_token: Secret::default(),
             public_url: String::new(),
             worker_threads: 0,
+            per_core: true,
         }
     }
 }

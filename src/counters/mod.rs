@@ -249,6 +249,14 @@ impl Counters {
         ))
     }
 
+    /// With `server.per_core`: each of `cores` serving cores talks to a
+    /// single Redis on a connection of its own.
+    pub fn per_core(&mut self, cores: usize) {
+        if let Counters::Redis(redis) = self {
+            redis.per_core(cores);
+        }
+    }
+
     /// The outage fallback, when Redis counters use the `local` policy.
     pub fn fallback(&self) -> Option<&LocalFallback> {
         match self {

@@ -11,6 +11,8 @@
 //! marks likewise), so each script, which touches one account's keys,
 //! runs on one slot.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -142,8 +144,33 @@ impl ConnectionLike for Link {
     }
 }
 
+/// A serving core's own connection to a single Redis (`server.per_core`),
+/// made on that core so that its I/O is driven there: a core's Redis calls
+/// then wake no other thread.
+#[derive(Default)]
+struct CoreLink {
+    link: OnceLock<ConnectionManager>,
+    connecting: AtomicBool,
+}
+
+/// The reconnecting manager's settings: keep reconnecting (every 0.5 s at
+/// most) for as long as Redis is away (a reconnect that gives up would
+/// leave the manager failed after Redis returns); each call is bounded by
+/// `REDIS_CALL_TIMEOUT`.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(2))
+        .set_number_of_retries(1_000_000)
+        .set_max_delay(500)
+}
+
 pub struct RedisCounters {
     connection: Link,
+    /// The single server's client (not for a cluster), for the cores' links.
+    single: Option<Box<redis::Client>>,
+    /// One link per serving core, made on first use (empty: one link).
+    core_links: Arc<[CoreLink]>,
     prefix: String,
     reserve: Script,
     settle: Script,
@@ -159,19 +186,12 @@ impl RedisCounters {
         prefix: &str,
         outage_budget: Option<Money>,
     ) -> Result<RedisCounters, CounterError> {
+        let mut single = None;
         let connection = match Nodes::parse(url) {
             Nodes::Single(url) => {
                 let client = redis::Client::open(url)?;
-                // Keep reconnecting (every 0.5 s at most) for as long as
-                // Redis is away: a reconnect that gives up would leave the
-                // manager failed after Redis returns. Each call is bounded
-                // by `REDIS_CALL_TIMEOUT`.
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_response_timeout(Duration::from_secs(2))
-                    .set_number_of_retries(1_000_000)
-                    .set_max_delay(500);
-                Link::Single(ConnectionManager::new_with_config(client, config).await?)
+                single = Some(Box::new(client.clone()));
+                Link::Single(ConnectionManager::new_with_config(client, manager_config()).await?)
             }
             Nodes::Cluster(nodes) => {
                 // The cluster connection follows MOVED and ASK answers and
@@ -188,6 +208,8 @@ impl RedisCounters {
         };
         Ok(RedisCounters {
             connection,
+            single,
+            core_links: Arc::new([]),
             prefix: prefix.to_string(),
             reserve: Script::new(include_str!("reserve.lua")),
             settle: Script::new(include_str!("settle.lua")),
@@ -196,6 +218,54 @@ impl RedisCounters {
             correct: Script::new(include_str!("correct.lua")),
             fallback: outage_budget.map(|budget| Box::new(LocalFallback::new(budget))),
         })
+    }
+
+    /// Gives each of `cores` serving cores a link of its own (single
+    /// server only; a cluster connection is shared).
+    pub(super) fn per_core(&mut self, cores: usize) {
+        if self.single.is_some() {
+            self.core_links = (0..cores).map(|_| CoreLink::default()).collect();
+        }
+    }
+
+    /// The link for a call from here: this core's own once it is connected
+    /// (the first call on a core starts connecting it in the background and
+    /// goes through the shared link meanwhile), else the shared one.
+    fn link(&self) -> Link {
+        let Some(core) = crate::cores::current() else {
+            return self.connection.clone();
+        };
+        let (Some(slot), Some(client)) = (self.core_links.get(core), &self.single) else {
+            return self.connection.clone();
+        };
+        if let Some(link) = slot.link.get() {
+            return Link::Single(link.clone());
+        }
+        if !slot.connecting.swap(true, Ordering::AcqRel) {
+            let links = self.core_links.clone();
+            let client = redis::Client::clone(client);
+            // Detached, not tracked: it only fills a slot; on this core's
+            // runtime, so the connection's I/O is driven here. A failure
+            // leaves the shared link in use and is tried again after 5 s.
+            drop(crate::tasks::detached(async move {
+                let made = tokio::time::timeout(
+                    REDIS_CALL_TIMEOUT,
+                    ConnectionManager::new_with_config(client, manager_config()),
+                )
+                .await;
+                let Some(slot) = links.get(core) else { return };
+                match made {
+                    Ok(Ok(link)) => {
+                        let _ = slot.link.set(link);
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        slot.connecting.store(false, Ordering::Release);
+                    }
+                }
+            }));
+        }
+        self.connection.clone()
     }
 
     pub(super) fn fallback(&self) -> Option<&LocalFallback> {
@@ -246,7 +316,7 @@ impl RedisCounters {
         amount: Money,
         spend: Option<SpendHold<'_>>,
     ) -> Result<Reserve, CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         let mut invocation = self
             .reserve
             .key(self.key(&CounterKey::Balance(account.to_string())));
@@ -290,7 +360,7 @@ impl RedisCounters {
     }
 
     pub(super) async fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         let expiry = match key {
             CounterKey::Spend(_) => SPEND_TTL_SECS.to_string(),
             CounterKey::Balance(_) => String::new(),
@@ -325,7 +395,7 @@ impl RedisCounters {
                 return fallback.settle(account, spend_key, hold, cost);
             }
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         let mut invocation = self
             .settle
             .key(self.key(&CounterKey::Balance(account.to_string())));
@@ -359,7 +429,7 @@ impl RedisCounters {
         delta: i64,
         stamp: &Stamp,
     ) -> Result<(), CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         bounded(async {
             let _: i64 = self
                 .apply
@@ -374,7 +444,7 @@ impl RedisCounters {
     }
 
     pub(super) async fn correct(&self, correction: &Correction) -> Result<bool, CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         let (mode, delta) = match correction.fix {
             Fix::Rebuild => ("rebuild", 0),
             Fix::Add(delta) => ("add", delta),
@@ -402,7 +472,7 @@ impl RedisCounters {
     }
 
     pub(super) async fn forget(&self, key: &CounterKey) -> Result<(), CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         bounded(async {
             redis::cmd("DEL")
                 .arg(self.key(key))
@@ -417,7 +487,7 @@ impl RedisCounters {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         bounded(async {
             let stamps: Vec<Option<String>> = match &self.connection {
                 Link::Single(_) => {
@@ -431,7 +501,7 @@ impl RedisCounters {
                 // command each, all at once.
                 Link::Cluster(_) => {
                     let reads = keys.iter().map(|key| {
-                        let mut connection = self.connection.clone();
+                        let mut connection = self.link();
                         let name = self.key(key);
                         async move {
                             redis::cmd("HGET")
@@ -453,7 +523,7 @@ impl RedisCounters {
     }
 
     pub(super) async fn value(&self, key: &CounterKey) -> Result<Option<Money>, CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         bounded(async {
             let value: Option<i64> = redis::cmd("HGET")
                 .arg(self.key(key))
@@ -466,7 +536,7 @@ impl RedisCounters {
     }
 
     pub(super) async fn ping(&self) -> Result<(), CounterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link();
         bounded(async {
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)

@@ -142,7 +142,7 @@ async fn send(
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let timeout = Duration::from_millis(state.config.upstream.response_timeout_ms);
     let sent = Instant::now();
-    let answer = tokio::time::timeout(timeout, prepared.send(&state.client)).await;
+    let answer = tokio::time::timeout(timeout, prepared.send(state.client())).await;
     state.metrics.upstream_latency.observe(sent.elapsed());
     match answer {
         Err(_) => Err(GatewayError::UpstreamTimeout),

@@ -12,13 +12,32 @@ use crate::helpers::gateway::{Backend, TestGateway};
 use crate::helpers::upstream::{MockUpstream, Reply};
 
 async fn concurrent_requests_never_overspend(backend: Backend) {
+    overspend_check(backend, "").await;
+}
+both_backends!(concurrent_requests_never_overspend);
+
+/// Three serving cores (`server.per_core`, the default, has one per CPU):
+/// connections land on different cores and race for one balance.
+async fn concurrent_requests_never_overspend_on_three_cores(backend: Backend) {
+    overspend_check(backend, "worker_threads = 3").await;
+}
+both_backends!(concurrent_requests_never_overspend_on_three_cores);
+
+/// The same with one shared work-stealing runtime (`per_core = false`).
+async fn concurrent_requests_never_overspend_shared(backend: Backend) {
+    overspend_check(backend, "per_core = false").await;
+}
+both_backends!(concurrent_requests_never_overspend_shared);
+
+async fn overspend_check(backend: Backend, server: &str) {
     // Each answer costs 2006 prompt (1920 cached) + 300 output of gpt-5.1:
     // $0.0033475. Each hold is larger (the body bound plus 400 tokens).
     let upstream = MockUpstream::start(|_| {
         Reply::json(200, fixture("openai_chat_nonstream_cached_reasoning.json"))
     })
     .await;
-    let gw = Arc::new(TestGateway::start(backend, &upstream.base_url()).await);
+    let models = crate::helpers::gateway::standard_models(&upstream.base_url());
+    let gw = Arc::new(TestGateway::start_with(backend, &models, server).await);
     let (user_id, key) = gw.user_with_credit("burst@example.com", "0.25").await;
     let body = json!({"model": "gpt-5.1", "max_tokens": 400, "messages": [{"role": "user", "content": "total?"}]});
     let mut tasks = Vec::new();
@@ -59,4 +78,3 @@ async fn concurrent_requests_never_overspend(backend: Backend) {
     assert_eq!(gw.state.metrics.reservations_outstanding(), 0);
     Arc::try_unwrap(gw).ok().unwrap().finish().await;
 }
-both_backends!(concurrent_requests_never_overspend);

@@ -70,10 +70,21 @@ async fn open_streams(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_open_streams_finish_within_the_grace() {
+    streams_finish_within_the_grace("shutdown_grace_secs = 20").await;
+}
+
+/// The same with one shared runtime instead of one per core (the default;
+/// there a core keeps its runtime until the streams it served settled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_open_streams_finish_within_the_grace_shared() {
+    streams_finish_within_the_grace("shutdown_grace_secs = 20\nper_core = false").await;
+}
+
+async fn streams_finish_within_the_grace(server: &str) {
     let deployment = Deployment::start_with(slow_streams().await).await;
     let config = deployment
         .config("grace")
-        .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 20");
+        .replace("shutdown_grace_secs = 5", server);
     let mut gateway = GatewayProcess::start(&config, &deployment.scratch.0);
     let (user_id, key) = user_key(&gateway).await;
     // Five streams of 4 s each.
@@ -110,10 +121,21 @@ async fn sigterm_lets_open_streams_finish_within_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_grace_cuts_streams_and_keeps_their_rows() {
+    streams_cut_past_the_grace("shutdown_grace_secs = 1").await;
+}
+
+/// The same with one shared runtime (per core, the default, streams cut on
+/// their cores still settle there before the ledger closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_cuts_streams_and_keeps_their_rows_shared() {
+    streams_cut_past_the_grace("shutdown_grace_secs = 1\nper_core = false").await;
+}
+
+async fn streams_cut_past_the_grace(server: &str) {
     let deployment = Deployment::start_with(slow_streams().await).await;
     let config = deployment
         .config("cut")
-        .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 1");
+        .replace("shutdown_grace_secs = 5", server);
     let mut gateway = GatewayProcess::start(&config, &deployment.scratch.0);
     let (user_id, key) = user_key(&gateway).await;
     // Five streams of 30 s each.

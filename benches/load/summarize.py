@@ -23,11 +23,21 @@ for r in rows:
     r["p50_us"] = micros(r["p50"])
     r["p99_us"] = micros(r["p99"])
     r["cpu"] = float(r["cpu_ms_per_request"])
+    r["svc"] = float(r.get("services_cpu_ms_per_request") or "nan")
 
 
 def med(target, load, key):
     vals = [r[key] for r in rows if r["target"] == target and r["load"] == load]
     return statistics.median(vals) if vals else None
+
+
+def per_round_ratio(target, load, base):
+    """target/base req/s in each round (both measured in that round)."""
+    by_round = {}
+    for r in rows:
+        if r["load"] == load and r["target"] in (target, base):
+            by_round.setdefault(r.get("round", "1"), {})[r["target"]] = r["rps"]
+    return [v[target] / v[base] for v in by_round.values() if target in v and v.get(base)]
 
 
 names = {
@@ -39,8 +49,8 @@ names = {
 }
 loads = {"json64": "non-streaming, 64 conns", "sse64": "streaming, 64 conns", "json1": "non-streaming, 1 conn"}
 summary = []
-print("| load | target | req/s | × direct | × nginx | p50 µs | p99 µs | added p50 / p99 µs | CPU ms/req |")
-print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+print("| load | target | req/s | × direct | × nginx | × nginx per round | p50 µs | p99 µs | added p50 / p99 µs | CPU ms/req | + Postgres & Redis ms/req |")
+print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 for load, load_name in loads.items():
     direct = med("direct", load, "rps")
     nginx = med("nginx", load, "rps")
@@ -63,16 +73,22 @@ for load, load_name in loads.items():
             "added_p50_us": round(added50, 1),
             "added_p99_us": round(added99, 1),
             "cpu_ms_per_request": med(target, load, "cpu"),
+            "services_cpu_ms_per_request": med(target, load, "svc"),
+            "x_nginx_per_round": [round(x, 3) for x in per_round_ratio(target, load, "nginx")],
         }
         summary.append(entry)
         x_nginx = f"{entry['x_nginx']:.2f}" if nginx else "–"
+        spread = entry["x_nginx_per_round"]
+        x_spread = f"{min(spread):.2f}–{max(spread):.2f}" if spread else "–"
         added = "–" if target == "direct" else f"{added50:.0f} / {added99:.0f}"
+        svc = entry["services_cpu_ms_per_request"]
+        svc_text = "–" if svc != svc else f"{svc:.3f}"
         print(
-            f"| {load_name if first else ''} | {names[target]} | {rps:,.0f} | {rps / direct:.2f} | {x_nginx} "
-            f"| {p50:.0f} | {p99:.0f} | {added} | {entry['cpu_ms_per_request']:.3f} |"
+            f"| {load_name if first else ''} | {names[target]} | {rps:,.0f} | {rps / direct:.2f} | {x_nginx} | {x_spread} "
+            f"| {p50:.0f} | {p99:.0f} | {added} | {entry['cpu_ms_per_request']:.3f} | {svc_text} |"
         )
         first = False
-mb = {k: (v / 1024 if not k.startswith("streams_per") and not k.endswith("non2xx") else v) for k, v in memory.items()}
+mb = {k: (v / 1024 if not k.startswith(("streams_per", "charge_")) and not k.endswith("non2xx") else v) for k, v in memory.items()}
 print()
 print(
     f"Memory (embedded): {mb['embedded_rest_after_warmup']:.0f} MB at rest after the warm-up, "
@@ -83,4 +99,8 @@ print(
     f"{mb['streams_peak']:.0f} MB peak, {mb['streams_rest_10s_after']:.0f} MB 10 s after; "
     f"{memory['streams_per_second']:.0f} streams/s, {memory['streams_non2xx']:.0f} non-2xx."
 )
+for payer in ("embedded", "owner"):
+    billed, served = memory.get(f"charge_{payer}_billed_nano"), memory.get(f"charge_{payer}_served_nano")
+    if billed is not None:
+        print(f"Charge of {payer}: ${billed / 1e9:.6f} billed for ${served / 1e9:.6f} served by wrk's count (+{(billed - served) / 1e9:.6f}: answers in flight when wrk stopped).")
 json.dump({"rows": summary, "memory_mb": mb}, open(sys.argv[3], "w"), indent=1)

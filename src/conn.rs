@@ -270,17 +270,21 @@ impl hyper::rt::Timer for ConnTimer {
         Box::pin(HeadSleep {
             timer: self.clone(),
             asked: deadline,
-            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            booked: None,
+            sleep: None,
         })
     }
 }
 
 /// A sleep that, when it ends, looks at the connection again and sleeps on
-/// if the deadline moved later.
+/// if the deadline moved later. On a serving core it is booked with the
+/// core's sweep (`cores::book`, checked every 0.1 s: no runtime timer, so
+/// no wake-up of the core's driver per request); elsewhere a runtime timer.
 struct HeadSleep {
     timer: ConnTimer,
     asked: Instant,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    booked: Option<crate::cores::Booked>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Future for HeadSleep {
@@ -288,15 +292,31 @@ impl Future for HeadSleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
             let deadline = self.timer.deadline(self.asked);
             if deadline <= Instant::now() {
+                crate::cores::unbook(&mut self.booked);
                 return Poll::Ready(());
             }
-            self.sleep.as_mut().reset(deadline.into());
+            if self.sleep.is_none() && crate::cores::book(&mut self.booked, deadline, cx.waker()) {
+                return Poll::Pending;
+            }
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            sleep.as_mut().reset(deadline.into());
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
+    }
+}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        crate::cores::unbook(&mut self.booked);
     }
 }
 

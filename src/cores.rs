@@ -8,15 +8,133 @@
 //! releases it: settlements and drains spawned there must still run while
 //! shutdown waits for them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 thread_local! {
     static CORE: Cell<Option<usize>> = const { Cell::new(None) };
+    static BOOK: RefCell<Book> = RefCell::new(Book::default());
+}
+
+/// How often a core looks at its booked deadlines.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// Deadlines of the futures waiting on this core that need no precision
+/// finer than [`SWEEP_EVERY`] (a connection's head and idle deadlines),
+/// checked by one sweep task instead of one runtime timer each: registering
+/// a timer due before every other one wakes the runtime's driver, a system
+/// call per request on a single-threaded core.
+#[derive(Default)]
+struct Book {
+    entries: Vec<Option<(Instant, Waker)>>,
+    free: Vec<usize>,
+    booked: usize,
+    sweeping: bool,
+}
+
+/// A future's place in its core's [`Book`].
+#[derive(Debug)]
+pub struct Booked {
+    slot: usize,
+    core: usize,
+}
+
+/// Books (or moves) a wake-up of `waker` once `deadline` has passed, on
+/// this core. `false` off a serving core: the caller uses a timer.
+pub fn book(place: &mut Option<Booked>, deadline: Instant, waker: &Waker) -> bool {
+    let Some(core) = current() else {
+        return false;
+    };
+    let start_sweep = BOOK.with(|book| {
+        let mut book = book.borrow_mut();
+        let entry = Some((deadline, waker.clone()));
+        match place {
+            Some(booked) if booked.core == core && booked.slot < book.entries.len() => {
+                if book.entries[booked.slot].is_none() {
+                    book.booked += 1;
+                }
+                book.entries[booked.slot] = entry;
+            }
+            _ => {
+                let slot = match book.free.pop() {
+                    Some(slot) => {
+                        book.entries[slot] = entry;
+                        slot
+                    }
+                    None => {
+                        book.entries.push(entry);
+                        book.entries.len() - 1
+                    }
+                };
+                book.booked += 1;
+                *place = Some(Booked { slot, core });
+            }
+        }
+        !std::mem::replace(&mut book.sweeping, true)
+    });
+    if start_sweep {
+        // Detached, not tracked: it only wakes futures and ends once the
+        // book is empty; it runs on this core.
+        drop(crate::tasks::detached(sweep()));
+    }
+    true
+}
+
+/// Gives a place back (the future was dropped or is done).
+pub fn unbook(place: &mut Option<Booked>) {
+    let Some(booked) = place.take() else { return };
+    if current() != Some(booked.core) {
+        // Dropped on another thread (not on the serving path): the entry
+        // stays until its deadline passes and the sweep clears it.
+        return;
+    }
+    BOOK.with(|book| {
+        let mut book = book.borrow_mut();
+        if let Some(entry) = book.entries.get_mut(booked.slot) {
+            if entry.take().is_some() {
+                book.booked -= 1;
+            }
+            book.free.push(booked.slot);
+        }
+    });
+}
+
+/// Wakes the futures whose deadline has passed, every [`SWEEP_EVERY`],
+/// until none is booked. A woken future that still waits books again.
+async fn sweep() {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let now = Instant::now();
+        let due: Vec<Waker> = BOOK.with(|book| {
+            let mut book = book.borrow_mut();
+            let mut due = Vec::new();
+            for entry in book.entries.iter_mut() {
+                if entry.as_ref().is_some_and(|(deadline, _)| *deadline <= now) {
+                    if let Some((_, waker)) = entry.take() {
+                        due.push(waker);
+                    }
+                }
+            }
+            book.booked -= due.len();
+            if book.booked == 0 {
+                book.sweeping = false;
+            }
+            due
+        });
+        let done = BOOK.with(|book| !book.borrow().sweeping);
+        for waker in due {
+            waker.wake();
+        }
+        if done {
+            return;
+        }
+    }
 }
 
 /// The serving core this thread is, if it is one.
@@ -144,6 +262,77 @@ pub fn least_loaded(loads: &[Arc<AtomicUsize>], turn: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A future that ends at `at`, booked with its core's sweep.
+    struct Until {
+        at: Instant,
+        place: Option<Booked>,
+    }
+
+    impl std::future::Future for Until {
+        type Output = ();
+
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            if Instant::now() >= self.at {
+                unbook(&mut self.place);
+                return std::task::Poll::Ready(());
+            }
+            let at = self.at;
+            assert!(book(&mut self.place, at, cx.waker()));
+            std::task::Poll::Pending
+        }
+    }
+
+    impl Drop for Until {
+        fn drop(&mut self) {
+            unbook(&mut self.place);
+        }
+    }
+
+    #[test]
+    fn booked_deadlines_wake_their_futures_and_free_their_places() {
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        outer.block_on(async {
+            // Off a core nothing is booked.
+            let waker = std::task::Waker::noop();
+            assert!(!book(&mut None, Instant::now(), waker));
+            let release = CancellationToken::new();
+            let (done_tx, done) = oneshot::channel();
+            let core = build(1).unwrap().pop().unwrap();
+            let running = core
+                .start(release.clone(), move |_| async move {
+                    let start = Instant::now();
+                    let short = Until {
+                        at: start + Duration::from_millis(150),
+                        place: None,
+                    };
+                    // A long one dropped early gives its place back.
+                    let long = Until {
+                        at: start + Duration::from_secs(3600),
+                        place: None,
+                    };
+                    let mut long = Box::pin(long);
+                    let _ = futures_util::poll!(long.as_mut());
+                    drop(long);
+                    short.await;
+                    let waited = start.elapsed();
+                    let left = BOOK.with(|book| book.borrow().booked);
+                    let _ = done_tx.send((waited, left));
+                })
+                .unwrap();
+            let (waited, left) = done.await.unwrap();
+            assert!(waited >= Duration::from_millis(150), "{waited:?}");
+            assert_eq!(left, 0);
+            release.cancel();
+            running.ended().await;
+        });
+    }
 
     #[test]
     fn the_least_loaded_core_is_picked_and_ties_go_round() {

@@ -105,11 +105,6 @@ impl App {
         let counters = Arc::new(counters);
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
         let client = providers::build_client(&config.upstream)?;
-        let cores = if config.server.per_core {
-            cores::build(cores::count(config.server.worker_threads)).map_err(InitError::Cores)?
-        } else {
-            Vec::new()
-        };
         let core_clients = cores
             .iter()
             .map(|_| providers::build_client(&config.upstream))
@@ -346,16 +341,32 @@ struct Accepted {
 /// The serving runtimes after their connections ended: the cores stay up
 /// until [`Serving::release`] (tasks spawned there still run).
 struct Serving {
-    release: CancellationToken,
+    /// Cancels the cores' release when dropped: if the gateway's future is
+    /// dropped before its end, the cores' threads still end.
+    release: tokio_util::sync::DropGuard,
     cores: Vec<cores::Running>,
 }
 
 impl Serving {
     async fn release(self) {
-        self.release.cancel();
+        drop(self.release);
         for core in self.cores {
             core.ended().await;
         }
+    }
+}
+
+/// One open connection on a serving runtime: its place in the limits and
+/// in its runtime's load, both given back however it ends (aborted past
+/// the grace period too).
+struct Open {
+    _slot: ConnSlot,
+    load: Arc<AtomicUsize>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -374,6 +385,7 @@ async fn serve(
     let server = &state.config.server;
     let limits = ConnLimits::new(server.max_connections, server.max_connections_per_ip);
     let release = CancellationToken::new();
+    let release_guard = release.clone().drop_guard();
     let mut queues = Vec::new();
     let mut loads = Vec::new();
     let mut running = Vec::new();
@@ -431,16 +443,28 @@ async fn serve(
                 continue;
             }
         };
-        let pick = cores::least_loaded(&loads, turn);
-        turn = turn.wrapping_add(1);
-        let (Some(queue), Some(load)) = (queues.get(pick), loads.get(pick)) else {
-            continue;
-        };
-        load.fetch_add(1, Ordering::Relaxed);
-        if queue.send(Accepted { stream, peer, slot }).is_err() {
-            // That runtime is gone (it cannot be, before shutdown): the
-            // connection is closed and its place freed.
-            load.fetch_sub(1, Ordering::Relaxed);
+        let mut accepted = Accepted { stream, peer, slot };
+        // A runtime whose queue is closed (its serving future ended, which
+        // only a bug could cause before shutdown) is taken out of the
+        // rotation and the connection goes to another one.
+        for _ in 0..queues.len() {
+            let pick = cores::least_loaded(&loads, turn);
+            turn = turn.wrapping_add(1);
+            let (Some(queue), Some(load)) = (queues.get(pick), loads.get(pick)) else {
+                break;
+            };
+            load.fetch_add(1, Ordering::Relaxed);
+            match queue.send(accepted) {
+                Ok(()) => break,
+                Err(returned) => {
+                    tracing::error!(
+                        core = pick,
+                        "A serving runtime is gone; it gets no more connections."
+                    );
+                    load.store(usize::MAX / 2, Ordering::Relaxed);
+                    accepted = returned.0;
+                }
+            }
         }
     }
     drop(listener);
@@ -452,7 +476,7 @@ async fn serve(
         core.served().await;
     }
     Serving {
-        release,
+        release: release_guard,
         cores: running,
     }
 }
@@ -506,15 +530,17 @@ async fn serve_connections(
         conn_builder.timer(ConnTimer::new(activity, header_timeout, idle_timeout));
         let connection = conn_builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        let load = load.clone();
+        let open = Open {
+            _slot: slot,
+            load: load.clone(),
+        };
         // Tracked in the connection set: shutdown waits for it, and cuts it
         // past the grace period so that its requests settle before the
         // ledger closes.
         #[allow(clippy::disallowed_methods)] // The connection set (see above).
         connections.spawn(async move {
             let _ = connection.await;
-            drop(slot);
-            load.fetch_sub(1, Ordering::Relaxed);
+            drop(open);
         });
         while connections.try_join_next().is_some() {}
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -221,12 +222,19 @@ impl Idle {
                 CORE.with(|core| core.set(Some(index)));
                 if let Some(runtime) = idle.runtime.take() {
                     runtime.block_on(async move {
-                        serve(core_load).await;
+                        // A panic in the serving future (a bug) still lets
+                        // the tasks spawned here run until release.
+                        let served = std::panic::AssertUnwindSafe(serve(core_load)).catch_unwind();
+                        if served.await.is_err() {
+                            tracing::error!(core = index, "A serving core's loop panicked.");
+                        }
                         let _ = served_tx.send(());
                         release.cancelled().await;
                     });
-                    // Outside any runtime here: its tasks are dropped now.
-                    drop(runtime);
+                    // Every tracked task has ended by now; a blocking job
+                    // still running (a DNS lookup, say) is not waited for
+                    // longer than this.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
                 }
                 let _ = ended_tx.send(());
             })?;

@@ -9,7 +9,7 @@ WORKDIR /src
 # included.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches/load && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for bench in meter admission ledger webhooks; do echo 'fn main() {}' > "benches/$bench.rs"; done \
+    && for bench in meter admission ledger webhooks allocs; do echo 'fn main() {}' > "benches/$bench.rs"; done \
     && echo 'fn main() {}' > benches/load/mock_upstream.rs \
     && cargo build --release --locked --bin tollgate && rm -rf src benches
 COPY src ./src

@@ -33,11 +33,22 @@ struct Counting;
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Allocations of 4 KiB or more, and their bytes (buffers, mostly).
+static BIG_CALLS: AtomicU64 = AtomicU64::new(0);
+static BIG_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn counted(size: usize) {
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    if size >= 4096 {
+        BIG_CALLS.fetch_add(1, Ordering::Relaxed);
+        BIG_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        counted(layout.size());
         unsafe { System.alloc(layout) }
     }
 
@@ -46,8 +57,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        counted(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -123,29 +133,28 @@ async fn post(client: &HttpClient, url: &str, key: &str, body: &'static str) -> 
     )
 }
 
-/// Allocations and bytes for `n` requests, after a warm-up.
-async fn count(
-    client: &HttpClient,
-    url: &str,
-    key: &str,
-    body: &'static str,
-    n: u64,
-) -> (f64, f64) {
+/// Per request: allocations, bytes, and of them those of 4 KiB or more.
+type Counts = [f64; 4];
+
+fn now_counts() -> [u64; 4] {
+    [&CALLS, &BYTES, &BIG_CALLS, &BIG_BYTES].map(|c| c.load(Ordering::Relaxed))
+}
+
+/// Allocation counts per request for `n` requests, after a warm-up.
+async fn count(client: &HttpClient, url: &str, key: &str, body: &'static str, n: u64) -> Counts {
     for _ in 0..2_000 {
         assert_eq!(post(client, url, key, body).await.0, 200);
     }
     // Let the ledger catch up with the warm-up before counting.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (calls, bytes) = (CALLS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let before = now_counts();
     for _ in 0..n {
         assert_eq!(post(client, url, key, body).await.0, 200);
     }
     // The ledger writer's share of these requests lands within its flush.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    (
-        (CALLS.load(Ordering::Relaxed) - calls) as f64 / n as f64,
-        (BYTES.load(Ordering::Relaxed) - bytes) as f64 / n as f64,
-    )
+    let after = now_counts();
+    [0, 1, 2, 3].map(|i| (after[i] - before[i]) as f64 / n as f64)
 }
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}],"max_tokens":64}"#;
@@ -226,18 +235,19 @@ output_usd_per_mtok = "0.60"
         let direct = format!("http://{upstream}/v1/chat/completions");
         let through = format!("http://{gateway}/v1/chat/completions");
         println!("{n} requests per load, one connection, embedded gateway (per_core = {per_core})");
-        println!("| load | allocations per request | bytes allocated per request |");
-        println!("|---|--:|--:|");
+        println!("| load | allocations per request | bytes per request | of them ≥ 4 KiB: allocations | bytes |");
+        println!("|---|--:|--:|--:|--:|");
         for (name, body) in [("JSON", CHAT), ("streamed", CHAT_STREAM)] {
-            let (direct_calls, direct_bytes) = count(&client, &direct, "x", body, n).await;
-            let (calls, bytes) = count(&client, &through, &key, body, n).await;
+            let alone = count(&client, &direct, "x", body, n).await;
+            let with = count(&client, &through, &key, body, n).await;
+            let share: Vec<f64> = (0..4).map(|i| with[i] - alone[i]).collect();
             println!(
-                "| {name}: the gateway's share | {:.1} | {:.0} |",
-                calls - direct_calls,
-                bytes - direct_bytes
+                "| {name}: the gateway's share | {:.1} | {:.0} | {:.2} | {:.0} |",
+                share[0], share[1], share[2], share[3]
             );
             println!(
-                "| {name}: client and mock alone (subtracted) | {direct_calls:.1} | {direct_bytes:.0} |"
+                "| {name}: client and mock alone (subtracted) | {:.1} | {:.0} | {:.2} | {:.0} |",
+                alone[0], alone[1], alone[2], alone[3]
             );
         }
         shutdown.cancel();

@@ -6,7 +6,9 @@
 //! the gateway's (request path, settlement, ledger writer, spool, SQLite).
 //! Embedded gateway (SQLite + in-process counters) in a temporary
 //! directory, one keep-alive connection, requests one after another.
-//! `cargo bench --bench allocs [-- REQUESTS]` (default 20,000 per load).
+//! `cargo bench --bench allocs [-- REQUESTS]` (default 20,000 per load);
+//! with `TOLLGATE_ALLOCS_TRACE=1` it then records the stacks of the
+//! allocations of 4 KiB or more in 300 JSON requests and prints them grouped.
 
 #![allow(
     unsafe_code, // the counting allocator
@@ -37,12 +39,68 @@ static BYTES: AtomicU64 = AtomicU64::new(0);
 static BIG_CALLS: AtomicU64 = AtomicU64::new(0);
 static BIG_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// With `TOLLGATE_ALLOCS_TRACE=1`: how many more allocations of 4 KiB or
+/// more get their stack recorded (armed after the warm-up).
+static TRACE_LEFT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+static TRACES: std::sync::Mutex<Vec<(usize, String)>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    static TRACING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn counted(size: usize) {
     CALLS.fetch_add(1, Ordering::Relaxed);
     BYTES.fetch_add(size as u64, Ordering::Relaxed);
     if size >= 4096 {
         BIG_CALLS.fetch_add(1, Ordering::Relaxed);
         BIG_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        if TRACE_LEFT.load(Ordering::Relaxed) > 0 && !TRACING.get() {
+            TRACING.set(true);
+            if TRACE_LEFT.fetch_sub(1, Ordering::Relaxed) > 0 {
+                let trace = std::backtrace::Backtrace::force_capture().to_string();
+                if let Ok(mut traces) = TRACES.lock() {
+                    traces.push((size, trace));
+                }
+            }
+            TRACING.set(false);
+        }
+    }
+}
+
+/// The recorded stacks, grouped by the frames that name this crate,
+/// hyper or the allocating collection, most frequent first.
+fn print_traces() {
+    let traces = std::mem::take(&mut *TRACES.lock().unwrap());
+    let mut groups: std::collections::HashMap<String, (usize, usize)> = Default::default();
+    for (size, trace) in &traces {
+        let frames: Vec<&str> = trace
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                l.contains(": ")
+                    && (l.contains("tollgate")
+                        || l.contains("hyper")
+                        || l.contains("bytes::")
+                        || l.contains("http_body")
+                        || l.contains("sqlx")
+                        || l.contains("serde_json"))
+            })
+            .filter(|l| !l.contains("allocs::"))
+            .take(6)
+            .collect();
+        let key = frames.join("\n    ");
+        let entry = groups.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 += size;
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by_key(|group| std::cmp::Reverse(group.1 .1));
+    println!(
+        "\nAllocations of 4 KiB or more, by stack ({} recorded):",
+        traces.len()
+    );
+    for (frames, (count, bytes)) in groups.iter().take(8) {
+        println!("{count} allocations, {bytes} bytes:\n    {frames}");
     }
 }
 
@@ -249,6 +307,13 @@ output_usd_per_mtok = "0.60"
                 "| {name}: client and mock alone (subtracted) | {:.1} | {:.0} | {:.2} | {:.0} |",
                 alone[0], alone[1], alone[2], alone[3]
             );
+        }
+        if std::env::var("TOLLGATE_ALLOCS_TRACE").is_ok_and(|v| v == "1") {
+            count(&client, &through, &key, CHAT, 100).await;
+            TRACE_LEFT.store(2_000, Ordering::Relaxed);
+            count(&client, &through, &key, CHAT, 300).await;
+            TRACE_LEFT.store(0, Ordering::Relaxed);
+            print_traces();
         }
         shutdown.cancel();
         serving.await.unwrap();

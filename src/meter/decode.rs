@@ -36,13 +36,55 @@ impl Coding {
     }
 }
 
+/// Where a decoder writes: at most `room` more bytes in all; a write past
+/// it keeps what fits and fails, which stops the decoder at once. The
+/// bound holds inside one chunk too: a few compressed bytes can stand for
+/// gigabytes (a fuzzed 11-byte input made an unbounded output buffer grow
+/// to 512 MiB before the limit was looked at).
+struct Capped {
+    out: Vec<u8>,
+    room: usize,
+}
+
+impl Capped {
+    fn new() -> Capped {
+        Capped {
+            out: Vec::new(),
+            room: DECODED_LIMIT,
+        }
+    }
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            let fits = self.room;
+            self.out.extend_from_slice(&buf[..fits]);
+            self.room = 0;
+            return Err(std::io::Error::other("the decoded limit is reached"));
+        }
+        self.out.extend_from_slice(buf);
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 enum Inner {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
-    RawDeflate(flate2::write::DeflateDecoder<Vec<u8>>),
-    Brotli(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
+    Gzip(flate2::write::GzDecoder<Capped>),
+    Zlib(flate2::write::ZlibDecoder<Capped>),
+    RawDeflate(flate2::write::DeflateDecoder<Capped>),
+    Brotli(Box<brotli_decompressor::DecompressorWriter<Capped>>),
     /// `deflate` before its first byte: zlib or raw is decided by it.
     DeflatePending,
+    /// `br` before its first byte: a stream in the large-window format
+    /// (RFC 7932 does not allow it in HTTP; its window, and the decoder's
+    /// ring buffer, may be up to 1 GiB) is not decoded. A fuzzed 11-byte
+    /// input made the decoder allocate 512 MiB.
+    BrotliPending,
     /// Broken or past the limit: nothing more is decoded.
     Stopped,
 }
@@ -56,11 +98,9 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(coding: Coding) -> Decoder {
         let inner = match coding {
-            Coding::Gzip => Inner::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            Coding::Gzip => Inner::Gzip(flate2::write::GzDecoder::new(Capped::new())),
             Coding::Deflate => Inner::DeflatePending,
-            Coding::Brotli => Inner::Brotli(Box::new(
-                brotli_decompressor::DecompressorWriter::new(Vec::new(), 4096),
-            )),
+            Coding::Brotli => Inner::BrotliPending,
         };
         Decoder { inner, decoded: 0 }
     }
@@ -73,17 +113,31 @@ impl Decoder {
             };
             // A zlib stream starts with CM = 8 in the low nibble of its first byte.
             self.inner = if first & 0x0f == 8 {
-                Inner::Zlib(flate2::write::ZlibDecoder::new(Vec::new()))
+                Inner::Zlib(flate2::write::ZlibDecoder::new(Capped::new()))
             } else {
-                Inner::RawDeflate(flate2::write::DeflateDecoder::new(Vec::new()))
+                Inner::RawDeflate(flate2::write::DeflateDecoder::new(Capped::new()))
+            };
+        }
+        if let Inner::BrotliPending = self.inner {
+            let Some(&first) = chunk.first() else {
+                return Vec::new();
+            };
+            // WBITS bits 1, 000, 100 (read from the low bit): large window.
+            self.inner = if first & 0x7f == 0x11 {
+                Inner::Stopped
+            } else {
+                Inner::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(
+                    Capped::new(),
+                    4096,
+                )))
             };
         }
         let (written, out) = match &mut self.inner {
-            Inner::Gzip(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
-            Inner::Zlib(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
-            Inner::RawDeflate(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
-            Inner::Brotli(d) => (d.write_all(chunk), std::mem::take(d.get_mut())),
-            Inner::DeflatePending | Inner::Stopped => return Vec::new(),
+            Inner::Gzip(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
+            Inner::Zlib(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
+            Inner::RawDeflate(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
+            Inner::Brotli(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
+            Inner::DeflatePending | Inner::BrotliPending | Inner::Stopped => return Vec::new(),
         };
         self.decoded += out.len();
         if written.is_err() || self.decoded > DECODED_LIMIT {
@@ -95,11 +149,14 @@ impl Decoder {
     /// The end of the stream: whatever the decoder still held.
     pub fn finish(&mut self) -> Vec<u8> {
         let out = match std::mem::replace(&mut self.inner, Inner::Stopped) {
-            Inner::Gzip(d) => d.finish().ok(),
-            Inner::Zlib(d) => d.finish().ok(),
-            Inner::RawDeflate(d) => d.finish().ok(),
-            Inner::Brotli(mut d) => d.flush().ok().map(|()| std::mem::take(d.get_mut())),
-            Inner::DeflatePending | Inner::Stopped => None,
+            Inner::Gzip(d) => d.finish().ok().map(|c| c.out),
+            Inner::Zlib(d) => d.finish().ok().map(|c| c.out),
+            Inner::RawDeflate(d) => d.finish().ok().map(|c| c.out),
+            Inner::Brotli(mut d) => d
+                .flush()
+                .ok()
+                .map(|()| std::mem::take(&mut d.get_mut().out)),
+            Inner::DeflatePending | Inner::BrotliPending | Inner::Stopped => None,
         };
         out.unwrap_or_default()
     }
@@ -147,6 +204,24 @@ mod tests {
             assert_eq!(out, TEXT, "{coding:?}");
             assert_eq!(decode_all(coding, &encoded), TEXT);
         }
+    }
+
+    #[test]
+    fn output_stops_at_its_room_inside_one_write() {
+        let mut capped = Capped {
+            out: Vec::new(),
+            room: 4,
+        };
+        assert!(capped.write_all(b"0123456789").is_err());
+        assert_eq!(capped.out, b"0123");
+        assert!(capped.write(b"x").is_err());
+    }
+
+    #[test]
+    fn a_large_window_brotli_stream_is_not_decoded() {
+        // Found by the fuzzer: these 11 bytes asked for a 512 MiB window.
+        let bomb = [0x11, 0x1d, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(decode_all(Coding::Brotli, &bomb).is_empty());
     }
 
     #[test]

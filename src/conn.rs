@@ -306,10 +306,8 @@ impl Future for HeadSleep {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            // It ended at an earlier deadline: sleep on to the current one.
             sleep.as_mut().reset(deadline.into());
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
         }
     }
 }

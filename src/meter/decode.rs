@@ -78,58 +78,51 @@ enum Inner {
     Zlib(flate2::write::ZlibDecoder<Capped>),
     RawDeflate(flate2::write::DeflateDecoder<Capped>),
     Brotli(Box<brotli_decompressor::DecompressorWriter<Capped>>),
-    /// `deflate` before its first byte: zlib or raw is decided by it.
-    DeflatePending,
-    /// `br` before its first byte: a stream in the large-window format
+    /// `deflate` or `br` before its first byte, which decides: for
+    /// `deflate`, zlib or raw; for `br`, a stream in the large-window format
     /// (RFC 7932 does not allow it in HTTP; its window, and the decoder's
     /// ring buffer, may be up to 1 GiB) is not decoded. A fuzzed 11-byte
     /// input made the decoder allocate 512 MiB.
-    BrotliPending,
+    Pending(Coding),
     /// Broken or past the limit: nothing more is decoded.
     Stopped,
 }
 
-/// A streaming decoder: compressed chunks in, decoded bytes out.
+/// A streaming decoder: compressed chunks in, decoded bytes out (at most
+/// [`DECODED_LIMIT`] in all: its [`Capped`] output stops it there).
 pub struct Decoder {
     inner: Inner,
-    decoded: usize,
 }
 
 impl Decoder {
     pub fn new(coding: Coding) -> Decoder {
         let inner = match coding {
             Coding::Gzip => Inner::Gzip(flate2::write::GzDecoder::new(Capped::new())),
-            Coding::Deflate => Inner::DeflatePending,
-            Coding::Brotli => Inner::BrotliPending,
+            Coding::Deflate | Coding::Brotli => Inner::Pending(coding),
         };
-        Decoder { inner, decoded: 0 }
+        Decoder { inner }
     }
 
     /// Decodes one chunk; returns what it decoded (possibly nothing).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        if let Inner::DeflatePending = self.inner {
+        if let Inner::Pending(coding) = self.inner {
             let Some(&first) = chunk.first() else {
                 return Vec::new();
             };
-            // A zlib stream starts with CM = 8 in the low nibble of its first byte.
-            self.inner = if first & 0x0f == 8 {
-                Inner::Zlib(flate2::write::ZlibDecoder::new(Capped::new()))
-            } else {
-                Inner::RawDeflate(flate2::write::DeflateDecoder::new(Capped::new()))
-            };
-        }
-        if let Inner::BrotliPending = self.inner {
-            let Some(&first) = chunk.first() else {
-                return Vec::new();
-            };
-            // WBITS bits 1, 000, 100 (read from the low bit): large window.
-            self.inner = if first & 0x7f == 0x11 {
-                Inner::Stopped
-            } else {
-                Inner::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(
-                    Capped::new(),
-                    4096,
-                )))
+            self.inner = match coding {
+                // A zlib stream starts with CM = 8 in the low nibble of its first byte.
+                Coding::Deflate if first & 0x0f == 8 => {
+                    Inner::Zlib(flate2::write::ZlibDecoder::new(Capped::new()))
+                }
+                Coding::Deflate => {
+                    Inner::RawDeflate(flate2::write::DeflateDecoder::new(Capped::new()))
+                }
+                // WBITS bits 1, 000, 100 (read from the low bit): large window.
+                Coding::Brotli if first & 0x7f == 0x11 => Inner::Stopped,
+                Coding::Brotli => Inner::Brotli(Box::new(
+                    brotli_decompressor::DecompressorWriter::new(Capped::new(), 4096),
+                )),
+                Coding::Gzip => Inner::Gzip(flate2::write::GzDecoder::new(Capped::new())),
             };
         }
         let (written, out) = match &mut self.inner {
@@ -137,10 +130,9 @@ impl Decoder {
             Inner::Zlib(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
             Inner::RawDeflate(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
             Inner::Brotli(d) => (d.write_all(chunk), std::mem::take(&mut d.get_mut().out)),
-            Inner::DeflatePending | Inner::BrotliPending | Inner::Stopped => return Vec::new(),
+            Inner::Pending(_) | Inner::Stopped => return Vec::new(),
         };
-        self.decoded += out.len();
-        if written.is_err() || self.decoded > DECODED_LIMIT {
+        if written.is_err() {
             self.inner = Inner::Stopped;
         }
         out
@@ -156,7 +148,7 @@ impl Decoder {
                 .flush()
                 .ok()
                 .map(|()| std::mem::take(&mut d.get_mut().out)),
-            Inner::DeflatePending | Inner::BrotliPending | Inner::Stopped => None,
+            Inner::Pending(_) | Inner::Stopped => None,
         };
         out.unwrap_or_default()
     }
@@ -167,7 +159,6 @@ pub fn decode_all(coding: Coding, body: &[u8]) -> Vec<u8> {
     let mut decoder = Decoder::new(coding);
     let mut out = decoder.push(body);
     out.extend(decoder.finish());
-    out.truncate(DECODED_LIMIT);
     out
 }
 

@@ -72,9 +72,10 @@ pub struct App {
 
 /// Connects storage and applies migrations.
 pub async fn open_store(config: &Config) -> Result<Store, InitError> {
-    let store =
+    let mut store =
         Store::connect(&config.storage.database_url, config.storage.max_connections).await?;
     store.migrate().await?;
+    store.set_mail(!config.email.smtp_url.is_empty());
     Ok(store)
 }
 
@@ -231,6 +232,18 @@ impl App {
                 None
             }
         };
+        // Detached, not tracked: awaited with the subscriber. Mail it
+        // leaves half sent is leased and taken again later.
+        let mailer = match crate::email::Mailer::new(&state.config, state.store.clone()) {
+            Ok(Some(mailer)) => Some(tasks::detached(
+                Arc::new(mailer).run(subscriber_stop.clone()),
+            )),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%error, "Email could not start; mail waits in the outbox.");
+                None
+            }
+        };
         let serving = serve(listener, state.clone(), shutdown, cores).await;
         subscriber_stop.cancel();
         let _ = subscriber.await;
@@ -239,6 +252,9 @@ impl App {
         let _ = schedules.await;
         if let Some(deliverer) = deliverer {
             let _ = deliverer.await;
+        }
+        if let Some(mailer) = mailer {
+            let _ = mailer.await;
         }
         state.tasks.close();
         state.tasks.wait().await;

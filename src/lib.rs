@@ -28,6 +28,7 @@ pub mod corrections;
 pub mod counters;
 pub mod dashboard;
 pub mod domain;
+pub mod email;
 pub mod error;
 #[cfg(test)]
 #[allow(unsafe_code)] // A counting allocator, for tests only.

@@ -75,6 +75,7 @@ pub fn document() -> Value {
             {"name": "invitations", "description": "Invitations by email, the invite link and join requests."},
             {"name": "reports", "description": "Usage reports, scheduled reports and the audit trail."},
             {"name": "webhooks", "description": "Webhooks and their deliveries."},
+            {"name": "email", "description": "The mail outbox (invitations, scheduled reports, limit notices)."},
             {"name": "operations", "description": "Health, readiness, metrics and this document."},
         ],
         "paths": paths,
@@ -772,6 +773,15 @@ fn webhook_operations() -> Vec<(&'static str, &'static str, Op)> {
                 .reply(200, "The attempts.", list_of("Delivery", "Delivery attempts, newest first."))
                 .api_errors(&[403, 404]),
         ),
+        (
+            "/api/email/outbox",
+            "get",
+            Op::new("listOutbox", "email", "The mail the gateway wrote and how it went, newest first (operator)")
+                .query("status", json!({"type": "string", "enum": ["pending", "sent", "failed", "capped"]}), "Only mail in this state.")
+                .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "At most this many (default 100).")
+                .reply(200, "The mail.", r("Outbox"))
+                .api_errors(&[400, 403]),
+        ),
     ]
 }
 
@@ -1240,6 +1250,7 @@ fn invitation_schemas() -> Value {
             "properties": {
                 "token": {"type": "string", "description": "The invitation's token (`tgi_…`), shown once."},
                 "url": {"type": "string", "description": "The page the invitee opens."},
+                "email_status": {"type": "string", "enum": ["queued", "capped", "not_queued"], "description": "With email on: the invitation's mail is in the outbox (`queued`), over the team's hourly cap and not sent (`capped`), or could not be written (`not_queued`). Absent with email off."},
             },
         },
         "InvitationPreview": object(&["team", "role", "email", "status", "expires_at"], json!({
@@ -1390,6 +1401,22 @@ fn webhook_schemas() -> Value {
             "events": {"type": "array", "items": r("EventType"), "minItems": 1},
         })),
         "Webhook": object(&["id", "url", "events", "created_at"], webhook),
+        "OutboxMail": object(&["id", "team_id", "kind", "to", "status", "attempts", "last_error", "created_at", "next_attempt_at", "sent_at"], json!({
+            "id": {"type": "string"},
+            "team_id": {"type": ["string", "null"]},
+            "kind": {"type": "string", "enum": ["invitation", "report", "limit.threshold", "limit.blocked"]},
+            "to": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "sent", "failed", "capped"]},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "created_at": r("DateTime"),
+            "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+            "sent_at": {"type": ["string", "null"], "format": "date-time"},
+        })),
+        "Outbox": object(&["email", "data"], json!({
+            "email": {"type": "boolean", "description": "Whether email is on (`[email] smtp_url`)."},
+            "data": {"type": "array", "items": r("OutboxMail")},
+        })),
         "CreatedWebhook": {
             "allOf": [r("Webhook")],
             "required": ["secret"],

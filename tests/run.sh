@@ -28,11 +28,12 @@ suite() {
   fi
 }
 
-# The SDK check runs the official `openai` package from a private venv.
+# The SDK check runs the official `openai` package, and the email tests an
+# SMTP server (aiosmtpd), from a private venv.
 python_sdk() {
-  if ! tests/.venv/bin/python -c "import openai" >/dev/null 2>&1; then
+  if ! tests/.venv/bin/python -c "import openai, aiosmtpd" >/dev/null 2>&1; then
     python3 -m venv tests/.venv &&
-      tests/.venv/bin/pip install --quiet --disable-pip-version-check "openai>=1.40"
+      tests/.venv/bin/pip install --quiet --disable-pip-version-check "openai>=1.40" "aiosmtpd>=1.4"
   fi
 }
 
@@ -54,7 +55,7 @@ node_sdks() {
 }
 
 rust_suite() {
-  python_sdk || echo "tests: the openai Python package could not be installed; its test will fail" >&2
+  python_sdk || echo "tests: the openai and aiosmtpd Python packages could not be installed; their tests will fail" >&2
   node_sdks || echo "tests: the Node SDKs could not be installed; their test will fail" >&2
   # --no-fail-fast: a failing unit test does not hide the integration run.
   cargo test --locked --no-fail-fast "$@"

@@ -135,8 +135,75 @@ pub async fn create(
     let url = format!("{}/invite/{token}", state.config.public_url());
     let mut out = invitation_json(&invitation, now);
     out["token"] = json!(token);
+    if state.store.mails() {
+        out["email_status"] = json!(mail_invitation(state, caller, &invitation, &url).await);
+    }
     out["url"] = json!(url);
     respond(StatusCode::CREATED, &out)
+}
+
+/// Writes the invitation's mail to the outbox (email on): `queued`,
+/// `capped` (over the team's hourly cap: recorded, not sent) or
+/// `not_queued` (the outbox could not be written; the invitation stands and
+/// its URL is in the answer).
+async fn mail_invitation(
+    state: &AppState,
+    caller: &Caller,
+    invitation: &Invitation,
+    url: &str,
+) -> &'static str {
+    let inviter = match caller {
+        Caller::Operator => Ok(Some("The Tollgate operator".to_string())),
+        Caller::User(principal) => state.store.user(&principal.user_id).await.map(|user| {
+            user.map(|u| match u.name.filter(|n| !n.trim().is_empty()) {
+                Some(name) => format!("{name} ({})", u.email),
+                None => u.email,
+            })
+        }),
+    };
+    let team = state.store.team(&invitation.team_id).await;
+    let (inviter, team) = match (inviter, team) {
+        (Ok(inviter), Ok(team)) => (
+            inviter.unwrap_or_else(|| "A team admin".into()),
+            team.map(|t| t.name).unwrap_or_default(),
+        ),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, invitation = %invitation.id, "Invitation mail not written.");
+            return "not_queued";
+        }
+    };
+    let mail = crate::store::outbox::NewMail {
+        team_id: Some(invitation.team_id.clone()),
+        kind: "invitation",
+        dedupe: format!("mail:invitation:{}", invitation.id),
+        to: invitation.email.clone(),
+        data: json!({
+            "invitation_id": invitation.id,
+            "team_name": team,
+            "role": invitation.role,
+            "inviter": inviter,
+            "expires_at": invitation.expires_at,
+            "url": url,
+        }),
+        attachment: None,
+        at: invitation.created_at,
+    };
+    match state
+        .store
+        .enqueue_invitation_mail(&mail, state.config.email.invitations_per_team_per_hour)
+        .await
+    {
+        Ok(status) => {
+            if status == "capped" {
+                tracing::warn!(team = %invitation.team_id, "Invitation mail over the team's hourly cap: recorded, not sent.");
+            }
+            status
+        }
+        Err(error) => {
+            tracing::warn!(%error, invitation = %invitation.id, "Invitation mail not written.");
+            "not_queued"
+        }
+    }
 }
 
 /// `GET /api/teams/{id}/invitations` (admin): never shows tokens.

@@ -5,6 +5,7 @@
 //! are 400 with `error.param` naming the field. The request path never
 //! imports this module.
 
+mod email;
 mod invitations;
 mod json;
 mod limits;
@@ -138,6 +139,7 @@ async fn route(
     let segments: Vec<&str> = path.split('/').skip(2).collect();
     match (&method, segments.as_slice()) {
         (&Method::POST, ["users"]) => users::create_user(state, &caller, request).await,
+        (&Method::GET, ["email", "outbox"]) => email::outbox(state, &caller, &request).await,
         (&Method::POST, ["users", id, "keys"]) => {
             users::create_key_for(state, &caller, id, request).await
         }

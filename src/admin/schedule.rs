@@ -197,7 +197,11 @@ async fn record_report(
     } else {
         format!("report.scheduled:{}:{from}", schedule.team_id)
     };
-    Ok(state
+    let summary = json!({
+        "cost_usd": data["total"]["cost_usd"],
+        "requests": data["total"]["requests"],
+    });
+    let event = state
         .store
         .record_event(&NewEvent {
             team_id: schedule.team_id.clone(),
@@ -207,7 +211,72 @@ async fn record_report(
             at: state.clock.now_ms(),
             webhook_id: Some(schedule.webhook_id.clone()),
         })
-        .await?)
+        .await?;
+    if let (Some(event_id), true) = (&event, state.store.mails()) {
+        // Mail never fails what caused it: the event stands either way.
+        if let Err(error) =
+            mail_report(state, schedule, event_id, from, to, partial, &summary).await
+        {
+            tracing::warn!(%error, team = %schedule.team_id, "Report mail not written.");
+        }
+    }
+    Ok(event)
+}
+
+/// The report's mail to the team's owner and admins, the CSV of
+/// `GET /usage?format=csv` for the same range and grouping attached.
+async fn mail_report(
+    state: &AppState,
+    schedule: &ReportSchedule,
+    event_id: &str,
+    from: i64,
+    to: i64,
+    partial: bool,
+    summary: &Value,
+) -> Result<(), GatewayError> {
+    let csv =
+        super::usage::report_csv(state, &schedule.team_id, from, to, &schedule.group_by).await?;
+    let day = |ms: i64| {
+        crate::clock::rfc3339(ms)
+            .get(..10)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = format!(
+        "usage-{}-{}-{}.csv",
+        schedule.team_id,
+        day(from),
+        day((to - 1).max(from))
+    );
+    let team_name = state
+        .store
+        .team(&schedule.team_id)
+        .await?
+        .map(|t| t.name)
+        .unwrap_or_default();
+    let now = state.clock.now_ms();
+    for to_addr in state.store.team_admin_emails(&schedule.team_id).await? {
+        let mail = crate::store::outbox::NewMail {
+            team_id: Some(schedule.team_id.clone()),
+            kind: "report",
+            dedupe: format!("mail:report:{event_id}:{to_addr}"),
+            to: to_addr,
+            data: json!({
+                "team_name": team_name,
+                "cadence": schedule.cadence,
+                "group_by": schedule.group_by,
+                "from": from,
+                "to": to,
+                "partial": partial,
+                "cost_usd": summary["cost_usd"],
+                "requests": summary["requests"],
+            }),
+            attachment: Some((name.clone(), csv.clone())),
+            at: now,
+        };
+        state.store.enqueue_mail(&mail).await?;
+    }
+    Ok(())
 }
 
 /// `POST /api/teams/{id}/report-schedule/send` (admin): the report of the

@@ -234,6 +234,52 @@ pub async fn report_json(
     Ok(usage_json(from, to, group_param, &groups))
 }
 
+/// The CSV of `GET /usage?format=csv` for `[from, to)` (no split): what a
+/// scheduled report's mail attaches.
+pub async fn report_csv(
+    state: &AppState,
+    team_id: &str,
+    from: i64,
+    to: i64,
+    group_param: &str,
+) -> Result<String, GatewayError> {
+    let (group_by, tag) = parse_group_by(group_param)?;
+    let groups = team_groups(state, team_id, from, to, group_by, tag).await?;
+    Ok(csv_text(&groups))
+}
+
+/// The CSV of report groups: the first eight columns as they always were,
+/// the parts after them.
+fn csv_text(groups: &[UsageGroup]) -> String {
+    let mut text = String::from(
+        "key,label,requests,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd",
+    );
+    for (name, _) in UsageParts::default().columns() {
+        text.push(',');
+        text.push_str(name);
+    }
+    text.push_str("\r\n");
+    for group in groups {
+        text.push_str(&format!(
+            "{},{},{},{},{},{},{},{}",
+            csv_field(&group.key),
+            csv_field(&group.label),
+            group.requests,
+            group.input_tokens,
+            group.output_tokens,
+            group.cached_tokens,
+            group.reasoning_tokens,
+            Money::from_nano(group.cost_nano)
+        ));
+        for (_, count) in group.parts.columns() {
+            text.push(',');
+            text.push_str(&count.to_string());
+        }
+        text.push_str("\r\n");
+    }
+    text
+}
+
 /// The report's JSON: range, grouping, total and groups.
 fn usage_json(from: i64, to: i64, group_name: &str, groups: &[UsageGroup]) -> Value {
     let mut total = UsageGroup::default();
@@ -329,33 +375,7 @@ pub async fn report(
         None => team_groups(state, team_id, from, to, group_by, tag).await?,
     };
     if csv {
-        // The first eight columns as they always were; the parts follow.
-        let mut text = String::from(
-            "key,label,requests,input_tokens,output_tokens,cached_tokens,reasoning_tokens,cost_usd",
-        );
-        for (name, _) in UsageParts::default().columns() {
-            text.push(',');
-            text.push_str(name);
-        }
-        text.push_str("\r\n");
-        for group in &groups {
-            text.push_str(&format!(
-                "{},{},{},{},{},{},{},{}",
-                csv_field(&group.key),
-                csv_field(&group.label),
-                group.requests,
-                group.input_tokens,
-                group.output_tokens,
-                group.cached_tokens,
-                group.reasoning_tokens,
-                Money::from_nano(group.cost_nano)
-            ));
-            for (_, count) in group.parts.columns() {
-                text.push(',');
-                text.push_str(&count.to_string());
-            }
-            text.push_str("\r\n");
-        }
+        let text = csv_text(&groups);
         let mut response = Response::new(Body::full(text));
         let headers = response.headers_mut();
         headers.insert(

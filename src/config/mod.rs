@@ -26,8 +26,8 @@ use self::raw::{apply_override, override_key, RawConfig};
 use self::validate::validate;
 
 pub use self::sections::{
-    CacheConfig, LedgerConfig, LimitsConfig, MeteringConfig, OnClientDisconnect, ServerConfig,
-    StorageConfig, UpstreamConfig, WebhooksConfig,
+    CacheConfig, EmailConfig, LedgerConfig, LimitsConfig, MeteringConfig, OnClientDisconnect,
+    ServerConfig, StorageConfig, UpstreamConfig, WebhooksConfig,
 };
 
 /// A secret value: `Debug` and `Display` print a redaction.
@@ -127,6 +127,9 @@ pub struct Config {
     pub cache: CacheConfig,
     pub metering: MeteringConfig,
     pub webhooks: WebhooksConfig,
+    pub email: EmailConfig,
+    /// The SMTP password (from `email.smtp_password_env`).
+    pub email_password: Option<Secret>,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -202,7 +205,9 @@ impl Config {
 
     /// The base of links handed to people (invitations, join links).
     pub fn public_url(&self) -> String {
-        if self.server.public_url.is_empty() {
+        if !self.email.public_url.is_empty() {
+            self.email.public_url.trim_end_matches('/').to_string()
+        } else if self.server.public_url.is_empty() {
             format!("http://{}", self.listen)
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
@@ -367,6 +372,10 @@ mod tests {
             format!("{:?}", example.metering),
             format!("{:?}", default.metering)
         );
+        assert_eq!(
+            format!("{:?}", example.email),
+            format!("{:?}", default.email)
+        );
         let readme = include_str!("../../README.md");
         let server = &default.server;
         for stated in [
@@ -397,6 +406,58 @@ mod tests {
         ] {
             assert!(readme.contains(&stated), "README does not say {stated:?}");
         }
+    }
+
+    #[test]
+    fn email_is_all_or_nothing_and_keeps_its_password_out_of_the_file() {
+        let env = |var: &str| (var == "SMTP_PW").then(|| "pw".to_string());
+        let base = "[server]\npublic_url = 'https://gw.example.com'\n[email]\nfrom = 'Tollgate <noreply@example.com>'\n";
+        let ok = Config::from_parts(
+            &format!(
+                "{base}smtp_url = 'smtp://mailer@127.0.0.1:2525'\nsmtp_password_env = 'SMTP_PW'\n"
+            ),
+            &[],
+            env,
+        )
+        .unwrap();
+        assert_eq!(ok.email_password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(ok.public_url(), "https://gw.example.com");
+        for (text, key) in [
+            ("smtp_url = 'http://x'\n", "email.smtp_url"),
+            ("smtp_url = 'smtp://u:p@x:25'\n", "email.smtp_url"),
+            ("smtp_url = 'smtp://'\n", "email.smtp_url"),
+            (
+                "smtp_url = 'smtp://x:25'\nsmtp_password_env = 'NOPE'\n",
+                "email.smtp_password_env",
+            ),
+            (
+                "smtp_url = 'smtp://x:25'\ninvitations_per_team_per_hour = 0\n",
+                "email.invitations_per_team_per_hour",
+            ),
+        ] {
+            let error = Config::from_parts(&format!("{base}{text}"), &[], env).unwrap_err();
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let no_from = Config::from_parts(
+            "[server]\npublic_url = 'https://gw.example.com'\n[email]\nsmtp_url = 'smtp://x:25'\nfrom = 'not an address'\n",
+            &[],
+            env,
+        )
+        .unwrap_err();
+        assert!(no_from.to_string().contains("email.from"), "{no_from}");
+        let no_public = Config::from_parts(
+            "[email]\nsmtp_url = 'smtp://x:25'\nfrom = 'a@example.com'\n",
+            &[],
+            env,
+        )
+        .unwrap_err();
+        assert!(
+            no_public.to_string().contains("email.public_url"),
+            "{no_public}"
+        );
+        // Unset: no email, nothing else asked for.
+        let off = load("[email]\nfrom = 'whatever'\n", &[]).unwrap();
+        assert!(off.email.smtp_url.is_empty() && off.email_password.is_none());
     }
 
     #[test]

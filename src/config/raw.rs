@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Value;
 
+use super::sections::EmailConfig;
 use super::sections::{
     CacheConfig, LedgerConfig, LimitsConfig, MeteringConfig, ServerConfig, StorageConfig,
     UpstreamConfig, WebhooksConfig,
@@ -25,6 +26,7 @@ pub(super) struct RawConfig {
     pub(super) cache: CacheConfig,
     pub(super) metering: MeteringConfig,
     pub(super) webhooks: WebhooksConfig,
+    pub(super) email: EmailConfig,
     pub(super) providers: Vec<RawProvider>,
     pub(super) models: Vec<RawModel>,
 }

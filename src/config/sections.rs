@@ -235,6 +235,43 @@ pub struct WebhooksConfig {
     pub allow_private_networks: bool,
 }
 
+/// `[email]` (contract §6): unset `smtp_url`, no mail is sent.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtp://host:port` (STARTTLS when the server offers it;
+    /// `?tls=required` insists), `smtps://host:port` (implicit TLS); a
+    /// user name as `smtp://user@host`, its password from
+    /// `smtp_password_env`. Empty: no email.
+    pub smtp_url: String,
+    /// The environment variable holding the SMTP password.
+    pub smtp_password_env: String,
+    /// The sender, an RFC 5322 address (`Tollgate <noreply@example.com>`).
+    pub from: String,
+    /// The gateway's address as people reach it, for the links in mail
+    /// (and in the API's invitation and join URLs); empty: `server.public_url`.
+    pub public_url: String,
+    /// Invitation mails one team may cause in an hour; more are recorded
+    /// as `capped` and not sent (the invitation itself is made).
+    pub invitations_per_team_per_hour: u32,
+    /// The longest wait between two tries of a mail the server did not
+    /// take (1 s doubling up to this); a mail is tried for 24 h.
+    pub retry_max_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_url: String::new(),
+            smtp_password_env: String::new(),
+            from: String::new(),
+            public_url: String::new(),
+            invitations_per_team_per_hour: 50,
+            retry_max_secs: 600,
+        }
+    }
+}
+
 /// `[cache]`
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]

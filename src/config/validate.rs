@@ -380,6 +380,8 @@ pub(super) fn validate(
         });
     }
 
+    let email_password = validate_email(&raw.email, &raw.server.public_url, lookup_env)?;
+
     Ok(Config {
         listen,
         server: raw.server,
@@ -390,7 +392,102 @@ pub(super) fn validate(
         cache: raw.cache,
         metering: raw.metering,
         webhooks: raw.webhooks,
+        email: raw.email,
+        email_password,
         providers,
         models,
     })
+}
+
+/// `[email]`: all or nothing. With `smtp_url` set, `from` must be an
+/// address and the links need a public base; the password comes only from
+/// the environment. Returns the password.
+fn validate_email(
+    email: &super::EmailConfig,
+    server_public_url: &str,
+    lookup_env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    if email.smtp_url.is_empty() {
+        return Ok(None);
+    }
+    let url = email.smtp_url.as_str();
+    let rest = url
+        .strip_prefix("smtp://")
+        .or_else(|| url.strip_prefix("smtps://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "email.smtp_url",
+                format!("{url:?} must start with smtp:// or smtps://"),
+            )
+        })?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return Err(ConfigError::new(
+                "email.smtp_url",
+                "holds a password: put the user name in the URL (smtp://user@host) and the \
+                 password in the environment variable named by email.smtp_password_env",
+            ));
+        }
+    }
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || host.starts_with(':') {
+        return Err(ConfigError::new(
+            "email.smtp_url",
+            format!("{url:?} names no host"),
+        ));
+    }
+    if lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url).is_err() {
+        return Err(ConfigError::new(
+            "email.smtp_url",
+            format!("{url:?} is not an SMTP URL (smtp://host:port, smtps://host:port, smtp://user@host:port?tls=required)"),
+        ));
+    }
+    if email.from.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(ConfigError::new(
+            "email.from",
+            format!(
+                "{:?} is not an address (name@example.com or \"Tollgate <name@example.com>\")",
+                email.from
+            ),
+        ));
+    }
+    let public = if email.public_url.is_empty() {
+        server_public_url
+    } else {
+        email.public_url.as_str()
+    };
+    let ok = public
+        .parse::<http::Uri>()
+        .map(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+        .unwrap_or(false);
+    if !ok {
+        return Err(ConfigError::new(
+            "email.public_url",
+            "mail carries links: set email.public_url (or server.public_url) to the \
+             gateway's http(s) address as people reach it",
+        ));
+    }
+    if email.invitations_per_team_per_hour == 0 {
+        return Err(ConfigError::new(
+            "email.invitations_per_team_per_hour",
+            "must be above 0 (invitations are mailed only with email on)",
+        ));
+    }
+    if email.retry_max_secs == 0 {
+        return Err(ConfigError::new("email.retry_max_secs", "must be above 0"));
+    }
+    if email.smtp_password_env.is_empty() {
+        return Ok(None);
+    }
+    match lookup_env(&email.smtp_password_env) {
+        Some(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+        _ => Err(ConfigError::new(
+            "email.smtp_password_env",
+            format!(
+                "environment variable {} is not set",
+                email.smtp_password_env
+            ),
+        )),
+    }
 }

@@ -94,6 +94,7 @@ pub async fn after_on(
     judged: &[Judged],
     rows: &[Entry],
     now: i64,
+    mail: bool,
 ) -> Result<(), StoreError> {
     for member in judged {
         let Some(limit) = member.limit.filter(|l| l.nano() > 0) else {
@@ -141,28 +142,36 @@ pub async fn after_on(
                 )
                 .await?;
                 if fresh {
-                    Store::record_event_on(
-                        conn,
-                        &NewEvent {
-                            team_id: member.team_id.clone(),
-                            kind: "limit.threshold",
-                            dedupe: format!(
-                                "limit.threshold:{}:{}:{}:{percent}",
-                                member.team_id, member.user_id, period.key
-                            ),
-                            data: json!({
-                                "user_id": member.user_id,
-                                "email": member.email,
-                                "threshold_percent": percent,
-                                "spent_usd": spent.to_string(),
-                                "limit_usd": limit.to_string(),
-                                "month": period.key,
-                            }),
-                            at: now,
-                            webhook_id: None,
-                        },
-                    )
-                    .await?;
+                    let event = NewEvent {
+                        team_id: member.team_id.clone(),
+                        kind: "limit.threshold",
+                        dedupe: format!(
+                            "limit.threshold:{}:{}:{}:{percent}",
+                            member.team_id, member.user_id, period.key
+                        ),
+                        data: json!({
+                            "user_id": member.user_id,
+                            "email": member.email,
+                            "threshold_percent": percent,
+                            "spent_usd": spent.to_string(),
+                            "limit_usd": limit.to_string(),
+                            "month": period.key,
+                        }),
+                        at: now,
+                        webhook_id: None,
+                    };
+                    Store::record_event_on(conn, &event).await?;
+                    if mail {
+                        Store::mail_limit_event_on(
+                            conn,
+                            &event.team_id,
+                            event.kind,
+                            &event.dedupe,
+                            &event.data,
+                            now,
+                        )
+                        .await?;
+                    }
                 }
             }
         }

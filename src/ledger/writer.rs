@@ -606,7 +606,7 @@ pub async fn write_rows(
             let inserted = Store::insert_usage_rows_on(&mut tx, rows).await?;
             (super::alerts::before_on(&mut tx, rows).await?, inserted)
         };
-        super::alerts::after_on(&mut tx, &judged, rows, now).await?;
+        super::alerts::after_on(&mut tx, &judged, rows, now, store.mails()).await?;
         tx.commit().await.map_err(StoreError::from)?;
         return Ok(inserted.len() as u64);
     }
@@ -633,7 +633,7 @@ pub async fn write_rows(
             Some(judged) => judged,
             None => super::alerts::before_on(lock.conn(), rows).await?,
         };
-        super::alerts::after_on(lock.conn(), &judged, rows, now).await?;
+        super::alerts::after_on(lock.conn(), &judged, rows, now, store.mails()).await?;
         let owed = {
             let inserted: BTreeSet<&str> = inserted.iter().map(String::as_str).collect();
             owed::owed(rows, &inserted, &keys, &stamps_now)

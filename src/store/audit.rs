@@ -100,27 +100,35 @@ impl Store {
         .await?;
         if fresh && event.kind == "hard_refused" {
             let email = Self::email_on(&mut tx, &event.user_id).await?;
-            Self::record_event_on(
-                &mut tx,
-                &super::events::NewEvent {
-                    team_id: event.team_id.clone(),
-                    kind: "limit.blocked",
-                    dedupe: format!(
-                        "limit.blocked:{}:{}:{}",
-                        event.team_id, event.user_id, event.period
-                    ),
-                    data: serde_json::json!({
-                        "user_id": event.user_id,
-                        "email": email,
-                        "spent_usd": event.spend.to_string(),
-                        "limit_usd": event.limit.to_string(),
-                        "month": event.period,
-                    }),
-                    at: event.at,
-                    webhook_id: None,
-                },
-            )
-            .await?;
+            let blocked = super::events::NewEvent {
+                team_id: event.team_id.clone(),
+                kind: "limit.blocked",
+                dedupe: format!(
+                    "limit.blocked:{}:{}:{}",
+                    event.team_id, event.user_id, event.period
+                ),
+                data: serde_json::json!({
+                    "user_id": event.user_id,
+                    "email": email,
+                    "spent_usd": event.spend.to_string(),
+                    "limit_usd": event.limit.to_string(),
+                    "month": event.period,
+                }),
+                at: event.at,
+                webhook_id: None,
+            };
+            Self::record_event_on(&mut tx, &blocked).await?;
+            if self.mail {
+                Self::mail_limit_event_on(
+                    &mut tx,
+                    &blocked.team_id,
+                    blocked.kind,
+                    &blocked.dedupe,
+                    &blocked.data,
+                    event.at,
+                )
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(fresh)

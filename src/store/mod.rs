@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod events;
 pub mod invitations;
+pub mod outbox;
 pub mod partitions;
 pub mod reports;
 pub mod rollups;
@@ -130,6 +131,9 @@ const SQLITE_MAX_CONNECTIONS: u32 = 4;
 pub struct Store {
     pool: AnyPool,
     postgres: bool,
+    /// Email is on (`[email] smtp_url`): facts that are mailed write their
+    /// mail to the outbox in their own transaction.
+    mail: bool,
 }
 
 pub use self::{
@@ -186,7 +190,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, postgres })
+        Ok(Store {
+            pool,
+            postgres,
+            mail: false,
+        })
     }
 
     /// The pool, for the modules that own their tables' SQL (`ledger`).
@@ -196,6 +204,16 @@ impl Store {
 
     pub fn is_postgres(&self) -> bool {
         self.postgres
+    }
+
+    /// Turns mail on (set once at start, before the store is shared).
+    pub fn set_mail(&mut self, on: bool) {
+        self.mail = on;
+    }
+
+    /// Whether facts that are mailed write their mail (email is on).
+    pub fn mails(&self) -> bool {
+        self.mail
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

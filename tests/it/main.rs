@@ -14,6 +14,7 @@ mod concurrency;
 mod counters;
 mod counters_corrections;
 mod dashboard;
+mod email;
 mod faults_poison;
 mod faults_postgres;
 mod faults_processes;

@@ -5,6 +5,7 @@ pub mod faults;
 pub mod gateway;
 pub mod proxy;
 pub mod servers;
+pub mod smtp;
 pub mod teams;
 pub mod upstream;
 

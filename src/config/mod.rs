@@ -27,7 +27,7 @@ use self::validate::validate;
 
 pub use self::sections::{
     CacheConfig, EmailConfig, LedgerConfig, LimitsConfig, MeteringConfig, OnClientDisconnect,
-    ServerConfig, StorageConfig, UpstreamConfig, WebhooksConfig,
+    ServerConfig, SmtpTls, StorageConfig, UpstreamConfig, WebhooksConfig,
 };
 
 /// A secret value: `Debug` and `Display` print a redaction.

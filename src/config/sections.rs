@@ -246,6 +246,9 @@ pub struct EmailConfig {
     pub smtp_url: String,
     /// The environment variable holding the SMTP password.
     pub smtp_password_env: String,
+    /// A PEM file of certificates to trust for the SMTP server besides the
+    /// public roots (an internal relay's CA); needs TLS in the URL.
+    pub tls_ca_file: String,
     /// The sender, an RFC 5322 address (`Tollgate <noreply@example.com>`).
     pub from: String,
     /// The gateway's address as people reach it, for the links in mail
@@ -264,11 +267,36 @@ impl Default for EmailConfig {
         EmailConfig {
             smtp_url: String::new(),
             smtp_password_env: String::new(),
+            tls_ca_file: String::new(),
             from: String::new(),
             public_url: String::new(),
             invitations_per_team_per_hour: 50,
             retry_max_secs: 600,
         }
+    }
+}
+
+/// How an SMTP URL asks for TLS: `smtps://` wraps the connection,
+/// `?tls=required` and `?tls=opportunistic` upgrade it with STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    Wrapper,
+    Required,
+    Opportunistic,
+}
+
+impl SmtpTls {
+    /// The URL's TLS; `None`, plain.
+    pub fn of(url: &str) -> Option<SmtpTls> {
+        if url.starts_with("smtps://") {
+            return Some(SmtpTls::Wrapper);
+        }
+        let query = url.split_once('?')?.1;
+        query.split('&').find_map(|pair| match pair {
+            "tls=required" => Some(SmtpTls::Required),
+            "tls=opportunistic" => Some(SmtpTls::Opportunistic),
+            _ => None,
+        })
     }
 }
 

@@ -443,6 +443,26 @@ fn validate_email(
             format!("{url:?} is not an SMTP URL (smtp://host:port, smtps://host:port, smtp://user@host:port?tls=required)"),
         ));
     }
+    if !email.tls_ca_file.is_empty() {
+        if super::SmtpTls::of(url).is_none() {
+            return Err(ConfigError::new(
+                "email.tls_ca_file",
+                "trusts a CA for TLS, but the URL asks for none: use smtps://, or smtp://…?tls=required",
+            ));
+        }
+        let pem = std::fs::read(&email.tls_ca_file).map_err(|error| {
+            ConfigError::new(
+                "email.tls_ca_file",
+                format!("cannot read {:?}: {error}", email.tls_ca_file),
+            )
+        })?;
+        if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err() {
+            return Err(ConfigError::new(
+                "email.tls_ca_file",
+                format!("{:?} holds no PEM certificate", email.tls_ca_file),
+            ));
+        }
+    }
     if email.from.parse::<lettre::message::Mailbox>().is_err() {
         return Err(ConfigError::new(
             "email.from",

@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, SmtpTls};
 use crate::store::outbox::{DueMail, MailOutcome};
 use crate::store::Store;
 
@@ -70,6 +71,18 @@ fn url_user(url: &str) -> Option<&str> {
         .filter(|u| !u.is_empty())
 }
 
+/// The host an SMTP URL names (the TLS server name).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 /// When to try again after `attempts` failed tries: 1 s doubling, at most
 /// `max_ms`, ±25% jitter.
 pub fn backoff_ms(attempts: i64, max_ms: i64) -> i64 {
@@ -78,6 +91,25 @@ pub fn backoff_ms(attempts: i64, max_ms: i64) -> i64 {
         .min(max_ms.max(1));
     let jitter = (rand::random::<u16>() as i64 % 501) - 250; // per mille
     base + base * jitter / 1000
+}
+
+/// TLS as the URL asks, trusting the certificates in `ca_file` besides
+/// the public roots.
+fn extra_root_tls(url: &str, ca_file: &str) -> Result<Tls, MailerError> {
+    let fail = |why: String| MailerError::Url(format!("{url}: {why}"));
+    let mode = SmtpTls::of(url).ok_or_else(|| fail("tls_ca_file needs TLS in the URL".into()))?;
+    let host = url_host(url).ok_or_else(|| fail("no host".into()))?;
+    let pem = std::fs::read(ca_file).map_err(|e| fail(format!("{ca_file}: {e}")))?;
+    let certificate = Certificate::from_pem(&pem).map_err(|e| fail(format!("{ca_file}: {e}")))?;
+    let parameters = TlsParameters::builder(host.to_string())
+        .add_root_certificate(certificate)
+        .build_rustls()
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(match mode {
+        SmtpTls::Wrapper => Tls::Wrapper(parameters),
+        SmtpTls::Required => Tls::Required(parameters),
+        SmtpTls::Opportunistic => Tls::Opportunistic(parameters),
+    })
 }
 
 impl Mailer {
@@ -91,6 +123,9 @@ impl Mailer {
             .map_err(|error| MailerError::Url(error.to_string()))?
             .timeout(Some(COMMAND_TIMEOUT))
             .pool_config(PoolConfig::new().max_size(4));
+        if !email.tls_ca_file.is_empty() {
+            builder = builder.tls(extra_root_tls(&email.smtp_url, &email.tls_ca_file)?);
+        }
         if let (Some(user), Some(password)) = (url_user(&email.smtp_url), &config.email_password) {
             builder = builder.credentials(Credentials::new(
                 user.to_string(),
@@ -267,6 +302,27 @@ fn describe(error: &lettre::transport::smtp::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_and_host_come_from_the_url() {
+        assert_eq!(SmtpTls::of("smtps://h:465"), Some(SmtpTls::Wrapper));
+        assert_eq!(
+            SmtpTls::of("smtp://h:587?tls=required"),
+            Some(SmtpTls::Required)
+        );
+        assert_eq!(
+            SmtpTls::of("smtp://h:587?x=1&tls=opportunistic"),
+            Some(SmtpTls::Opportunistic)
+        );
+        assert_eq!(SmtpTls::of("smtp://h:25"), None);
+        assert_eq!(
+            url_host("smtp://u@mail.example.com:587?tls=required"),
+            Some("mail.example.com")
+        );
+        assert_eq!(url_host("smtps://127.0.0.1:465"), Some("127.0.0.1"));
+        assert_eq!(url_host("smtps://[::1]:465"), Some("::1"));
+        assert_eq!(url_host("smtp://relay"), Some("relay"));
+    }
 
     #[test]
     fn the_user_comes_from_the_url() {

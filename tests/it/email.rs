@@ -15,8 +15,8 @@ use crate::helpers::client::{self, Reply};
 use crate::helpers::faults::{self, Deployment};
 use crate::helpers::fixture;
 use crate::helpers::gateway::{standard_models, Backend, TestGateway, ADMIN};
-use crate::helpers::servers::GatewayProcess;
-use crate::helpers::smtp::{email_config, header, is_invitation, SmtpSink};
+use crate::helpers::servers::{GatewayProcess, Scratch};
+use crate::helpers::smtp::{email_config, header, is_invitation, test_certificates, SmtpSink};
 use crate::helpers::teams::{call, invite_and_accept, user, User};
 use crate::helpers::upstream::{MockUpstream, Reply as Upstream};
 
@@ -680,4 +680,102 @@ async fn two_processes_send_each_mail_once() {
         "two processes, {N} invitations: API calls done in {api_done:?}; all {N} mails taken by the SMTP server {all_sent:?} after the first call ({:.0} mails/s end to end), each once",
         N as f64 / all_sent.as_secs_f64()
     );
+}
+
+/// TLS and login as operators use them: implicit TLS (`smtps://`) and
+/// STARTTLS (`?tls=required`) to a server whose certificate a private CA
+/// signed (`tls_ca_file`), the user from the URL and the password from
+/// `smtp_password_env`. Without the CA the certificate is refused and
+/// nothing is sent in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_over_tls_with_a_login() {
+    let certs = Scratch::new("smtp-tls");
+    let (ca, cert, key) = test_certificates(&certs.0);
+    let (cert, key, ca) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+    );
+    let env = [("TOLLGATE_TEST_SMTP_PASSWORD", "s3cret-pw")];
+    for (tls, url) in [
+        ("implicit", "smtps://mailer@127.0.0.1:{port}"),
+        ("starttls", "smtp://mailer@127.0.0.1:{port}?tls=required"),
+    ] {
+        let sink = SmtpSink::start_with(&[
+            "--tls",
+            tls,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--auth",
+            "mailer:s3cret-pw",
+        ]);
+        let url = url.replace("{port}", &sink.port.to_string());
+        let extra = format!(
+            "\n[email]\nsmtp_url = \"{url}\"\nsmtp_password_env = \"TOLLGATE_TEST_SMTP_PASSWORD\"\ntls_ca_file = \"{ca}\"\nfrom = \"noreply@tollgate.test\"\npublic_url = \"{PUBLIC}\"\n"
+        );
+        let gw = TestGateway::start_with_env(
+            Backend::Embedded,
+            &standard_models("http://127.0.0.1:9/v1"),
+            &extra,
+            &env,
+        )
+        .await;
+        let owner = user(&gw, "owner@tls.test", "1").await;
+        let team = new_team(&gw, &owner, "Secure").await;
+        assert_eq!(
+            invite(&gw, &team, &owner.key, "new.user@tls.test", "member")
+                .await
+                .status,
+            201
+        );
+        let mails = sink.wait_for(1, Duration::from_secs(30)).await;
+        assert_eq!(mails[0]["tls"], true, "{tls}");
+        assert_eq!(mails[0]["user"], "mailer", "{tls}");
+        assert_eq!(rcpts(&mails[0]), ["new.user@tls.test"]);
+        gw.finish().await;
+    }
+    // The same server without the CA: refused, kept, told why.
+    let sink = SmtpSink::start_with(&[
+        "--tls",
+        "implicit",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--auth",
+        "mailer:s3cret-pw",
+    ]);
+    let extra = format!(
+        "\n[email]\nsmtp_url = \"smtps://mailer@127.0.0.1:{}\"\nsmtp_password_env = \"TOLLGATE_TEST_SMTP_PASSWORD\"\nfrom = \"noreply@tollgate.test\"\npublic_url = \"{PUBLIC}\"\n",
+        sink.port
+    );
+    let gw = TestGateway::start_with_env(
+        Backend::Embedded,
+        &standard_models("http://127.0.0.1:9/v1"),
+        &extra,
+        &env,
+    )
+    .await;
+    let owner = user(&gw, "owner@tls.test", "1").await;
+    let team = new_team(&gw, &owner, "Secure").await;
+    assert_eq!(
+        invite(&gw, &team, &owner.key, "new.user@tls.test", "member")
+            .await
+            .status,
+        201
+    );
+    let start = Instant::now();
+    let refused = loop {
+        let pending = outbox(&gw, "?status=pending").await;
+        if let Some(error) = pending.first().and_then(|m| m["last_error"].as_str()) {
+            break error.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{pending:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+    assert!(sink.mails().is_empty());
+    gw.finish().await;
 }

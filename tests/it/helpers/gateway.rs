@@ -230,6 +230,18 @@ impl TestGateway {
         Self::start_with_clock(storage, models, extra, overrides, Clock::system()).await
     }
 
+    /// Starts with `env` as the environment the config reads
+    /// (`*_env` keys), nothing else of the test process's.
+    pub async fn start_with_env(
+        backend: Backend,
+        models: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> TestGateway {
+        let storage = TestStorage::new(backend).await;
+        Self::start_inner(storage, models, extra, &[], Clock::system(), env).await
+    }
+
     /// Starts with a clock the test controls.
     pub async fn start_with_clock(
         storage: TestStorage,
@@ -237,6 +249,17 @@ impl TestGateway {
         extra: &str,
         overrides: &[(&str, &str)],
         clock: Clock,
+    ) -> TestGateway {
+        Self::start_inner(storage, models, extra, overrides, clock, &[]).await
+    }
+
+    async fn start_inner(
+        storage: TestStorage,
+        models: &str,
+        extra: &str,
+        overrides: &[(&str, &str)],
+        clock: Clock,
+        env: &[(&str, &str)],
     ) -> TestGateway {
         let text = format!(
             r#"
@@ -267,7 +290,12 @@ spool_dir = "{}"
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = Config::from_parts(&text, &overrides, |_| None).unwrap();
+        let config = Config::from_parts(&text, &overrides, |var| {
+            env.iter()
+                .find(|(name, _)| *name == var)
+                .map(|(_, value)| value.to_string())
+        })
+        .unwrap();
         let app = App::build_with_clock(config, clock).await.unwrap();
         let addr = app.local_addr();
         let state = app.state();

@@ -20,15 +20,17 @@ fn python() -> PathBuf {
 pub struct SmtpSink {
     pub port: u16,
     dir: Scratch,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
-fn spawn(dir: &Path, port: u16) -> (Child, u16) {
+fn spawn(dir: &Path, port: u16, args: &[String]) -> (Child, u16) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/smtp_sink.py");
     let mut child = Command::new(python())
         .arg(script)
         .arg(dir)
         .arg(port.to_string())
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -51,11 +53,19 @@ fn spawn(dir: &Path, port: u16) -> (Child, u16) {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        SmtpSink::start_with(&[])
+    }
+
+    /// With the sink's options (`--tls implicit|starttls --cert --key`,
+    /// `--auth user:password`).
+    pub fn start_with(args: &[&str]) -> SmtpSink {
         let dir = Scratch::new("smtp");
-        let (child, port) = spawn(&dir.0, 0);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, port) = spawn(&dir.0, 0, &args);
         SmtpSink {
             port,
             dir,
+            args,
             child: Some(child),
         }
     }
@@ -76,7 +86,7 @@ impl SmtpSink {
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, port) = spawn(&self.dir.0, self.port);
+        let (child, port) = spawn(&self.dir.0, self.port, &self.args);
         assert_eq!(port, self.port);
         self.child = Some(child);
     }
@@ -174,5 +184,76 @@ pub fn email_config(sink: &SmtpSink, public_url: &str, more: &str) -> String {
     format!(
         "\n[email]\nsmtp_url = \"{}\"\nfrom = \"Tollgate <noreply@tollgate.test>\"\npublic_url = \"{public_url}\"\n{more}\n",
         sink.url()
+    )
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost,
+/// made with openssl in `dir`: (CA PEM, certificate PEM, key PEM).
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Tollgate test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "smtp.key",
+        "-out",
+        "smtp.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("smtp.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "smtp.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "smtp.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "smtp.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("smtp.pem"),
+        dir.join("smtp.key"),
     )
 }

@@ -103,6 +103,9 @@ impl App {
             .await?
         };
         counters.per_core(cores.len());
+        if let Ok(want) = crate::money::Money::parse_usd_non_negative(&config.storage.lease_usd) {
+            counters.lease(want, Duration::from_millis(config.storage.lease_ms));
+        }
         let counters = Arc::new(counters);
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &store).await?;
         let client = providers::build_client(&config.upstream)?;
@@ -232,6 +235,21 @@ impl App {
                 None
             }
         };
+        // Detached, not tracked: awaited with the subscriber. Slices left
+        // at the stop are all given back below.
+        let lease_sweep = state.counters.leases().is_some().then(|| {
+            let counters = state.counters.clone();
+            let stop = subscriber_stop.clone();
+            tasks::detached(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                    counters.return_leases(false).await;
+                }
+            })
+        });
         // Detached, not tracked: awaited with the subscriber. Mail it
         // leaves half sent is leased and taken again later.
         let mailer = match crate::email::Mailer::new(&state.config, state.store.clone()) {
@@ -256,8 +274,13 @@ impl App {
         if let Some(mailer) = mailer {
             let _ = mailer.await;
         }
+        if let Some(sweep) = lease_sweep {
+            let _ = sweep.await;
+        }
         state.tasks.close();
         state.tasks.wait().await;
+        // After every settlement: what the slices have left goes back.
+        state.counters.return_leases(true).await;
         ledger_stop.cancel();
         if let Err(error) = ledger_writer.await {
             tracing::error!(%error, "Ledger writer failed.");

@@ -117,7 +117,21 @@ pub fn metrics(state: &AppState, headers: &http::HeaderMap) -> Response<Body> {
     );
     let spooling = i64::from(stats.spooling.load(std::sync::atomic::Ordering::Relaxed));
     let spool_bytes = state.ledger.spool_bytes() as i64;
+    let (leases, leased) = state
+        .counters
+        .leases()
+        .map_or((0, crate::money::Money::ZERO), |l| l.outstanding());
     let body = state.metrics.render(&[
+        (
+            "tollgate_leases_outstanding",
+            "Budget slices this process holds (storage.lease_usd).",
+            leases as i64,
+        ),
+        (
+            "tollgate_leased_nano_usd",
+            "What this process's budget slices have left, in nano-dollars.",
+            leased.nano(),
+        ),
         (
             "tollgate_degraded",
             "1 while a dependency is away (ledger spooling, or Redis away).",

@@ -88,9 +88,20 @@ pub fn headroom(
 pub async fn mine(state: &AppState, caller: &Caller) -> Result<Response<Body>, GatewayError> {
     let principal = caller.require_user()?;
     let user_id = principal.user_id.as_str();
+    // What this process's budget leases hold of a target's counters is
+    // admission's here (a request gives it back and asks again in one
+    // step): the counters read without it.
+    let leased = |account: &str, spend_key: Option<&str>| {
+        state
+            .counters
+            .leases()
+            .map_or(Money::ZERO, |l| l.local(account, spend_key))
+    };
     let mut data = vec![headroom(
         "personal".into(),
-        current_balance(state, user_id).await?,
+        current_balance(state, user_id)
+            .await?
+            .saturating_add(leased(user_id, None)),
         None,
         None,
         None,
@@ -101,8 +112,18 @@ pub async fn mine(state: &AppState, caller: &Caller) -> Result<Response<Body>, G
         let Some(policy) = state.policies.member_policy(&team.id, user_id).await? else {
             continue;
         };
-        let balance = current_balance(state, &policy.owner_id).await?;
-        let spent = current_spend(state, &policy, user_id, &period).await?;
+        let key =
+            crate::counters::spend_key(&policy.owner_id, &policy.team_id, user_id, &period.key);
+        let mine = leased(&policy.owner_id, Some(&key));
+        let balance = current_balance(state, &policy.owner_id)
+            .await?
+            .saturating_add(mine);
+        let spent = Money::from_nano(
+            current_spend(state, &policy, user_id, &period)
+                .await?
+                .nano()
+                .saturating_sub(mine.nano()),
+        );
         let mut entry = headroom(
             format!("team:{}", team.id),
             balance,

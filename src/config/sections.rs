@@ -90,6 +90,12 @@ pub struct StorageConfig {
     /// gateway process using that database (each process would otherwise
     /// enforce its own copy of every balance).
     pub single_node: bool,
+    /// Budget leases (Redis counters): the largest slice of an account's
+    /// or a member's budget one process takes to admit from locally. "0":
+    /// off, every admission asks Redis.
+    pub lease_usd: String,
+    /// The longest a slice is used before it goes back.
+    pub lease_ms: u64,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -102,6 +108,8 @@ impl std::fmt::Debug for StorageConfig {
             .field("redis_unavailable", &self.redis_unavailable)
             .field("redis_outage_budget_usd", &self.redis_outage_budget_usd)
             .field("single_node", &self.single_node)
+            .field("lease_usd", &self.lease_usd)
+            .field("lease_ms", &self.lease_ms)
             .finish()
     }
 }
@@ -140,6 +148,8 @@ impl Default for StorageConfig {
             redis_unavailable: "local".into(),
             redis_outage_budget_usd: "5".into(),
             single_node: false,
+            lease_usd: "0".into(),
+            lease_ms: 1_000,
         }
     }
 }

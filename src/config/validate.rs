@@ -126,6 +126,18 @@ pub(super) fn validate(
             "must be a non-negative decimal amount of USD",
         ));
     }
+    if crate::money::Money::parse_usd_non_negative(&raw.storage.lease_usd).is_err() {
+        return Err(ConfigError::new(
+            "storage.lease_usd",
+            "must be a non-negative decimal amount of USD (\"0\": no leases)",
+        ));
+    }
+    if raw.storage.lease_ms == 0 || raw.storage.lease_ms > 60_000 {
+        return Err(ConfigError::new(
+            "storage.lease_ms",
+            "must be from 1 to 60000 (a slice is used at most this long)",
+        ));
+    }
     if raw.limits.default_max_output_tokens == 0 {
         return Err(ConfigError::new(
             "limits.default_max_output_tokens",

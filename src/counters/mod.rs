@@ -20,6 +20,7 @@
 //! `ARCHITECTURE.md`, "Redis restarts").
 
 pub mod fallback;
+pub mod lease;
 pub mod memory;
 pub mod redis;
 
@@ -228,7 +229,7 @@ pub enum LocalGuard<'a> {
 
 pub enum Counters {
     Memory(MemoryCounters),
-    Redis(RedisCounters),
+    Redis(Box<RedisCounters>),
 }
 
 impl Counters {
@@ -245,7 +246,7 @@ impl Counters {
         outage_budget: Option<Money>,
     ) -> Result<Counters, CounterError> {
         Ok(Counters::Redis(
-            RedisCounters::connect(url, prefix, outage_budget).await?,
+            Box::new(RedisCounters::connect(url, prefix, outage_budget).await?),
         ))
     }
 
@@ -254,6 +255,29 @@ impl Counters {
     pub fn per_core(&mut self, cores: usize) {
         if let Counters::Redis(redis) = self {
             redis.per_core(cores);
+        }
+    }
+
+    /// With `storage.lease_usd` above 0 (Redis only): admission from
+    /// budget leases (`lease.rs`).
+    pub fn lease(&mut self, want: Money, life: Duration) {
+        if let Counters::Redis(redis) = self {
+            redis.lease(want, life);
+        }
+    }
+
+    /// The budget leases, when on.
+    pub fn leases(&self) -> Option<&lease::Leases> {
+        match self {
+            Counters::Redis(redis) => redis.leases(),
+            Counters::Memory(_) => None,
+        }
+    }
+
+    /// Gives back the slices that are due (all, at shutdown).
+    pub async fn return_leases(&self, all: bool) {
+        if let Counters::Redis(redis) = self {
+            redis.return_leases(all).await;
         }
     }
 
@@ -350,7 +374,16 @@ impl Counters {
                     };
                 done(holding, released);
             }
-            Counters::Redis(_) => {
+            Counters::Redis(redis) => {
+                let hold = holding.release();
+                let unused = hold.held.nano().saturating_sub(hold.cost.nano());
+                if redis.absorb(hold.account, hold.spend_key, hold.stamps, unused) {
+                    // Redis counted the whole hold in the slice; its unused
+                    // part is the slice's again, here.
+                    let counted = hold.stamps.clone();
+                    done(holding, Released::Counted(counted));
+                    return;
+                }
                 let counters = self.clone();
                 tasks.spawn(async move {
                     // Retries stop well inside the time Redis keeps the

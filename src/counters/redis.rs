@@ -20,6 +20,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::fallback::LocalFallback;
+use super::lease::{Lease, Leases, Take};
 use super::{Correction, CounterError, CounterKey, Fix, Reserve, SpendHold, Stamp, Stamps};
 use crate::money::Money;
 
@@ -177,6 +178,9 @@ pub struct RedisCounters {
     seed: Script,
     apply: Script,
     correct: Script,
+    lease: Script,
+    /// Budget leases (`storage.lease_usd` above 0).
+    leases: Option<Box<Leases>>,
     fallback: Option<Box<LocalFallback>>,
 }
 
@@ -216,6 +220,8 @@ impl RedisCounters {
             seed: Script::new(include_str!("seed.lua")),
             apply: Script::new(include_str!("apply.lua")),
             correct: Script::new(include_str!("correct.lua")),
+            lease: Script::new(include_str!("lease.lua")),
+            leases: None,
             fallback: outage_budget.map(|budget| Box::new(LocalFallback::new(budget))),
         })
     }
@@ -268,6 +274,21 @@ impl RedisCounters {
         self.connection.clone()
     }
 
+    /// Admits from budget leases: slices of up to `want`, each used for
+    /// at most `life` (see `lease.rs`).
+    pub(super) fn lease(&mut self, want: Money, life: Duration) {
+        self.leases = (want.nano() > 0).then(|| Box::new(Leases::new(want, life)));
+    }
+
+    pub(super) fn leases(&self) -> Option<&Leases> {
+        self.leases.as_deref()
+    }
+
+    /// The mark of one give-back of a slice (in the account's slot).
+    fn lease_mark(&self, account: &str, id: &str) -> String {
+        format!("{}:lease:{{{account}}}:{id}", self.prefix)
+    }
+
     pub(super) fn fallback(&self) -> Option<&LocalFallback> {
         self.fallback.as_deref()
     }
@@ -297,7 +318,24 @@ impl RedisCounters {
         amount: Money,
         spend: Option<SpendHold<'_>>,
     ) -> Result<Reserve, CounterError> {
-        let answer = bounded(self.reserve(account, amount, spend)).await;
+        let answer = match self.leases.as_deref() {
+            None => bounded(self.reserve(account, amount, spend)).await,
+            Some(leases) => match leases.take(account, amount, spend) {
+                Take::Held(reserve) => return Ok(reserve),
+                Take::Ask(back) => {
+                    let answer =
+                        bounded(self.acquire(leases, account, amount, spend, back.as_ref())).await;
+                    if let (Err(_), Some(back)) = (&answer, back) {
+                        // Given back or not: the mark tells on the retry.
+                        leases.owe(
+                            (account.to_string(), spend.map(|s| s.key.to_string())),
+                            back,
+                        );
+                    }
+                    answer
+                }
+            },
+        };
         let Some(fallback) = &self.fallback else {
             return answer;
         };
@@ -357,6 +395,120 @@ impl RedisCounters {
             -1 => Reserve::MissingBalance,
             other => return Err(CounterError::Malformed(other.to_string())),
         })
+    }
+
+    /// One `lease.lua` step: gives `back` back, holds `amount` and takes a
+    /// slice where the budget allows (kept in `leases`).
+    async fn acquire(
+        &self,
+        leases: &Leases,
+        account: &str,
+        amount: Money,
+        spend: Option<SpendHold<'_>>,
+        back: Option<&Lease>,
+    ) -> Result<Reserve, CounterError> {
+        let mut connection = self.link();
+        let mut invocation = self
+            .lease
+            .key(self.key(&CounterKey::Balance(account.to_string())));
+        if let Some(spend) = spend {
+            invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
+        }
+        let mark_id = back.map_or_else(|| crate::keys::random_base62(12), |b| b.id.clone());
+        invocation.key(self.lease_mark(account, &mark_id));
+        let hard_limit = spend.and_then(|s| s.hard_limit);
+        invocation
+            .arg(amount.nano())
+            .arg(hard_limit.map_or(String::new(), |l| l.nano().to_string()))
+            .arg(back.map_or(0, |b| b.remaining.max(0)))
+            .arg(back.map_or("", |b| b.stamps.balance.as_str()))
+            .arg(back.map_or("", |b| b.stamps.spend.as_str()))
+            .arg(if amount.nano() > 0 { leases.want } else { 0 })
+            .arg(SETTLED_MARK_SECS);
+        let (status, balance, spent, balance_stamp, spend_stamp, slice): (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = invocation.invoke_async(&mut connection).await?;
+        let balance = money(&balance)?;
+        let spent = money(&spent)?;
+        let slice = money(&slice)?.nano();
+        let stamps = Stamps {
+            balance: Stamp::from(balance_stamp),
+            spend: Stamp::from(spend_stamp),
+        };
+        Ok(match status {
+            1 => {
+                if slice > 0 {
+                    leases.keep(
+                        (account.to_string(), spend.map(|s| s.key.to_string())),
+                        Lease {
+                            id: crate::keys::random_base62(12),
+                            stamps: stamps.clone(),
+                            hard_limit,
+                            remaining: slice,
+                            balance_seen: balance.nano(),
+                            spend_seen: spend.map(|_| spent.nano()),
+                            taken_at: std::time::Instant::now(),
+                        },
+                    );
+                }
+                Reserve::Held {
+                    remaining: Money::from_nano(balance.nano().saturating_add(slice)),
+                    spend: spend.map(|_| Money::from_nano(spent.nano().saturating_sub(slice))),
+                    stamps,
+                }
+            }
+            0 => Reserve::Insufficient { available: balance },
+            2 => Reserve::LimitReached {
+                spent,
+                limit: hard_limit.unwrap_or(Money::ZERO),
+            },
+            -2 => Reserve::MissingSpend,
+            -1 => Reserve::MissingBalance,
+            other => return Err(CounterError::Malformed(other.to_string())),
+        })
+    }
+
+    /// Gives back the slices that are due (all of them with `all`, at
+    /// shutdown); one that cannot go now is owed and tried again.
+    pub(super) async fn return_leases(&self, all: bool) {
+        let Some(leases) = self.leases.as_deref() else {
+            return;
+        };
+        for ((account, spend_key), lease) in leases.due(all) {
+            if lease.remaining <= 0 {
+                continue;
+            }
+            let spend = spend_key.as_deref().map(|key| SpendHold {
+                key,
+                hard_limit: lease.hard_limit,
+            });
+            let given =
+                bounded(self.acquire(leases, &account, Money::ZERO, spend, Some(&lease))).await;
+            if let Err(error) = given {
+                tracing::warn!(%error, %account, "A lease's slice was not given back; trying again.");
+                leases.owe((account, spend_key), lease);
+            }
+        }
+    }
+
+    /// A settled hold's unused part, to this process's slice of its
+    /// counters (see [`Leases::absorb`]); false: settle in Redis.
+    pub(super) fn absorb(
+        &self,
+        account: &str,
+        spend_key: Option<&str>,
+        stamps: &Stamps,
+        unused: i64,
+    ) -> bool {
+        match self.leases.as_deref() {
+            Some(leases) if unused >= 0 => leases.absorb(account, spend_key, stamps, unused),
+            _ => false,
+        }
     }
 
     pub(super) async fn seed(&self, key: &CounterKey, value: Money) -> Result<(), CounterError> {

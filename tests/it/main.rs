@@ -23,6 +23,7 @@ mod faults_shutdown;
 mod fixtures;
 mod hostile_edge;
 mod hostile_members;
+mod leases;
 mod ledger_rollups;
 mod openapi;
 mod proxy_failures;

@@ -28,6 +28,7 @@ use crate::helpers::upstream::{MockUpstream, Reply as Upstream, Seen};
 /// before it), as the document names them.
 const MANAGEMENT_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/users"),
+    ("GET", "/api/email/outbox"),
     ("POST", "/api/users/{user_id}/keys"),
     ("POST", "/api/users/{user_id}/credits"),
     ("GET", "/api/me"),

@@ -1,0 +1,220 @@
+//! Budget leases (issue 16): a process takes a slice of an account's (and,
+//! for team billing, a member's) remaining budget from Redis in one atomic
+//! step (`lease.lua`) and admits later requests against it locally, with
+//! no Redis call; their settlements give the unused part of each hold back
+//! to the slice, again locally. A slice is itself a hold in Redis: the
+//! balance is lowered and the member's spend raised by it the moment it is
+//! taken, so the hard bound stays exact across processes — what leases
+//! cost is that another process, seeing the counters without this one's
+//! slice, may refuse a request near the limit that this one could have
+//! admitted (see `ARCHITECTURE.md`, "Budget leases").
+//!
+//! A slice is at most `storage.lease_usd` and at most half of what the
+//! counters have beyond the request that takes it; below the request's own
+//! size none is taken (a plain hold, as without leases). What a slice has
+//! left goes back to Redis when the next request does not fit in it (in the
+//! same step that takes the next slice), when it is `storage.lease_ms`
+//! old (so after a Redis rebuild a stale slice admits for at most that
+//! long), and at shutdown — only to counters that still
+//! have the stamps it was taken under, and at most once (a mark per
+//! give-back). A process killed with a slice strands what the slice had
+//! left (at most `lease_usd` per account and member) until the counter is
+//! rebuilt: the balance reads low and the spend high, never the reverse.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Reserve, SpendHold, Stamps};
+use crate::money::Money;
+
+/// Which counters a slice is of: the paying account, and the member's
+/// month-spend counter for team billing.
+pub(super) type LeaseKey = (String, Option<String>);
+
+/// One slice this process holds.
+#[derive(Debug, Clone)]
+pub(super) struct Lease {
+    /// Names the give-back's mark in Redis (once per slice).
+    pub id: String,
+    pub stamps: Stamps,
+    /// The member's hard limit the slice was taken under.
+    pub hard_limit: Option<Money>,
+    /// What is left to admit from, in nano-dollars.
+    pub remaining: i64,
+    /// The counters as the slice was taken (balance after it; spend with
+    /// it), for what a local admission reports.
+    pub balance_seen: i64,
+    pub spend_seen: Option<i64>,
+    pub taken_at: Instant,
+}
+
+/// What a local admission found.
+pub(super) enum Take {
+    /// Admitted from the slice.
+    Held(Reserve),
+    /// No slice, or too little left: ask Redis, giving back this (if any)
+    /// in the same step.
+    Ask(Option<Lease>),
+}
+
+pub struct Leases {
+    /// The largest slice, in nano-dollars.
+    pub(super) want: i64,
+    /// The longest a slice is used: then it goes back (the next request
+    /// takes a new one in the same step).
+    life: Duration,
+    held: Mutex<HashMap<LeaseKey, Lease>>,
+    /// Slices whose give-back failed (Redis away): tried again by the
+    /// sweep, under the same mark, until given back or a minute has passed.
+    owed: Mutex<Vec<(LeaseKey, Lease, Instant)>>,
+}
+
+fn key_of(account: &str, spend: Option<SpendHold<'_>>) -> LeaseKey {
+    (account.to_string(), spend.map(|s| s.key.to_string()))
+}
+
+impl Leases {
+    pub fn new(want: Money, life: Duration) -> Leases {
+        Leases {
+            want: want.nano(),
+            life,
+            held: Mutex::new(HashMap::new()),
+            owed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Admits `amount` from this process's slice of the counters, if it
+    /// has one with enough left (and the same hard limit).
+    pub(super) fn take(&self, account: &str, amount: Money, spend: Option<SpendHold<'_>>) -> Take {
+        let Ok(mut held) = self.held.lock() else {
+            return Take::Ask(None);
+        };
+        let key = key_of(account, spend);
+        let limit = spend.and_then(|s| s.hard_limit);
+        match held.get_mut(&key) {
+            Some(lease)
+                if lease.hard_limit == limit
+                    && lease.remaining >= amount.nano()
+                    && lease.taken_at.elapsed() < self.life =>
+            {
+                lease.remaining -= amount.nano();
+                Take::Held(Reserve::Held {
+                    remaining: Money::from_nano(lease.balance_seen.saturating_add(lease.remaining)),
+                    spend: lease
+                        .spend_seen
+                        .map(|s| Money::from_nano(s.saturating_sub(lease.remaining))),
+                    stamps: lease.stamps.clone(),
+                })
+            }
+            Some(_) => Take::Ask(held.remove(&key)),
+            None => Take::Ask(None),
+        }
+    }
+
+    /// Keeps a slice just taken. A slice of the same counters taken
+    /// meanwhile by another request is merged into it (same stamps) or,
+    /// after a rebuild, replaced (the old one is owed back).
+    pub(super) fn keep(&self, key: LeaseKey, lease: Lease) {
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        match held.get_mut(&key) {
+            Some(existing)
+                if existing.stamps == lease.stamps && existing.hard_limit == lease.hard_limit =>
+            {
+                existing.remaining = existing.remaining.saturating_add(lease.remaining);
+                existing.balance_seen = existing.balance_seen.min(lease.balance_seen);
+                existing.spend_seen = existing.spend_seen.max(lease.spend_seen);
+            }
+            _ => {
+                if let Some(old) = held.insert(key.clone(), lease) {
+                    self.owe(key, old);
+                }
+            }
+        }
+    }
+
+    /// A settled hold's unused part goes back to this process's slice of
+    /// the same counters, if it holds one under the hold's stamps (Redis
+    /// still counts the whole hold as taken, so the slice may use it).
+    /// False: settle in Redis.
+    pub(super) fn absorb(
+        &self,
+        account: &str,
+        spend_key: Option<&str>,
+        stamps: &Stamps,
+        unused: i64,
+    ) -> bool {
+        let Ok(mut held) = self.held.lock() else {
+            return false;
+        };
+        let key = (account.to_string(), spend_key.map(str::to_string));
+        match held.get_mut(&key) {
+            Some(lease) if lease.stamps == *stamps => {
+                lease.remaining = lease.remaining.saturating_add(unused.max(0));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A slice to give back later (a give-back that failed).
+    pub(super) fn owe(&self, key: LeaseKey, lease: Lease) {
+        if lease.remaining <= 0 {
+            return;
+        }
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.push((key, lease, Instant::now()));
+        }
+    }
+
+    /// The slices older than their life (or all, at shutdown), taken out
+    /// to be given back, with those owed from before.
+    pub(super) fn due(&self, all: bool) -> Vec<(LeaseKey, Lease)> {
+        let mut out = Vec::new();
+        if let Ok(mut owed) = self.owed.lock() {
+            // Past the mark's life a retry could give twice: dropped (the
+            // slice stays taken: a balance reads low, never high).
+            owed.retain(|(_, _, since)| since.elapsed() < Duration::from_secs(60));
+            out.extend(owed.drain(..).map(|(k, l, _)| (k, l)));
+        }
+        if let Ok(mut held) = self.held.lock() {
+            let idle: Vec<LeaseKey> = held
+                .iter()
+                .filter(|(_, l)| all || l.taken_at.elapsed() >= self.life)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in idle {
+                if let Some(lease) = held.remove(&key) {
+                    out.push((key, lease));
+                }
+            }
+        }
+        out
+    }
+
+    /// Slices held now (for tests and metrics): their count and what they
+    /// have left.
+    pub fn outstanding(&self) -> (usize, Money) {
+        let held = self
+            .held
+            .lock()
+            .map(|h| (h.len(), h.values().map(|l| l.remaining).sum::<i64>()));
+        match held {
+            Ok((n, nano)) => (n, Money::from_nano(nano)),
+            Err(_) => (0, Money::ZERO),
+        }
+    }
+
+    /// This process's slice left of the counters, if any (headroom adds
+    /// it: admission here may use it).
+    pub fn local(&self, account: &str, spend_key: Option<&str>) -> Money {
+        let key = (account.to_string(), spend_key.map(str::to_string));
+        self.held
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&key).map(|l| Money::from_nano(l.remaining)))
+            .unwrap_or(Money::ZERO)
+    }
+}

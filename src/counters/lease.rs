@@ -218,3 +218,123 @@ impl Leases {
             .unwrap_or(Money::ZERO)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::Stamp;
+
+    fn stamps(tag: &str) -> Stamps {
+        Stamps {
+            balance: Stamp::from(tag),
+            spend: Stamp::from(tag),
+        }
+    }
+
+    fn lease(tag: &str, remaining: i64, limit: Option<Money>) -> Lease {
+        Lease {
+            id: format!("lease-{tag}"),
+            stamps: stamps(tag),
+            hard_limit: limit,
+            remaining,
+            balance_seen: 1_000,
+            spend_seen: Some(500),
+            taken_at: Instant::now(),
+        }
+    }
+
+    fn key() -> LeaseKey {
+        (
+            "acct".to_string(),
+            Some("acct:team:user:2026-12".to_string()),
+        )
+    }
+
+    fn spend(limit: Option<Money>) -> Option<SpendHold<'static>> {
+        Some(SpendHold {
+            key: "acct:team:user:2026-12",
+            hard_limit: limit,
+        })
+    }
+
+    #[test]
+    fn a_slice_admits_what_it_has_and_reports_the_counters_with_it() {
+        let leases = Leases::new(Money::from_nano(1_000), Duration::from_secs(60));
+        let limit = Some(Money::from_nano(10_000));
+        leases.keep(key(), lease("a", 300, limit));
+        let Take::Held(Reserve::Held {
+            remaining,
+            spend: spent,
+            stamps: s,
+        }) = leases.take("acct", Money::from_nano(200), spend(limit))
+        else {
+            panic!("admitted from the slice");
+        };
+        assert_eq!(s, stamps("a"));
+        // Balance after the slice was taken, plus what it has left.
+        assert_eq!(remaining, Money::from_nano(1_100));
+        // Spend with the slice, less what it has left.
+        assert_eq!(spent, Some(Money::from_nano(400)));
+        // 100 left: a request of 200 asks Redis, giving the 100 back.
+        match leases.take("acct", Money::from_nano(200), spend(limit)) {
+            Take::Ask(Some(back)) => assert_eq!(back.remaining, 100),
+            _ => panic!("asks Redis with the rest"),
+        }
+        assert_eq!(leases.outstanding().0, 0);
+    }
+
+    #[test]
+    fn another_limit_or_another_member_is_not_admitted_from_the_slice() {
+        let leases = Leases::new(Money::from_nano(1_000), Duration::from_secs(60));
+        leases.keep(key(), lease("a", 300, Some(Money::from_nano(10_000))));
+        assert!(matches!(
+            leases.take(
+                "acct",
+                Money::from_nano(10),
+                spend(Some(Money::from_nano(5_000)))
+            ),
+            Take::Ask(Some(_))
+        ));
+        leases.keep(key(), lease("a", 300, None));
+        assert!(matches!(
+            leases.take("acct", Money::from_nano(10), None),
+            Take::Ask(None)
+        ));
+    }
+
+    #[test]
+    fn unused_parts_go_back_to_a_slice_of_the_same_stamps_only() {
+        let leases = Leases::new(Money::from_nano(1_000), Duration::from_secs(60));
+        leases.keep(key(), lease("a", 300, None));
+        let spend_key = Some("acct:team:user:2026-12");
+        assert!(leases.absorb("acct", spend_key, &stamps("a"), 50));
+        assert_eq!(leases.local("acct", spend_key), Money::from_nano(350));
+        // A hold of a rebuilt counter settles in Redis.
+        assert!(!leases.absorb("acct", spend_key, &stamps("b"), 50));
+        assert!(!leases.absorb("other", None, &stamps("a"), 50));
+    }
+
+    #[test]
+    fn slices_merge_or_are_owed_back_and_old_ones_fall_due() {
+        let leases = Leases::new(Money::from_nano(1_000), Duration::from_millis(0));
+        leases.keep(key(), lease("a", 300, None));
+        leases.keep(key(), lease("a", 200, None));
+        assert_eq!(leases.outstanding(), (1, Money::from_nano(500)));
+        // Rebuilt meanwhile: the new stamps replace, the old slice is owed.
+        leases.keep(key(), lease("b", 100, None));
+        let due = leases.due(false);
+        let mut left: Vec<(String, i64)> = due
+            .iter()
+            .map(|(_, l)| (l.stamps.balance.as_str().to_string(), l.remaining))
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![("a".to_string(), 500), ("b".to_string(), 100)]);
+        assert_eq!(leases.outstanding().0, 0);
+        // A life of 0: an old slice admits nothing.
+        leases.keep(key(), lease("c", 300, None));
+        assert!(matches!(
+            leases.take("acct", Money::from_nano(10), spend(None)),
+            Take::Ask(Some(_))
+        ));
+    }
+}

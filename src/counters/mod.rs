@@ -245,9 +245,9 @@ impl Counters {
         prefix: &str,
         outage_budget: Option<Money>,
     ) -> Result<Counters, CounterError> {
-        Ok(Counters::Redis(
-            Box::new(RedisCounters::connect(url, prefix, outage_budget).await?),
-        ))
+        Ok(Counters::Redis(Box::new(
+            RedisCounters::connect(url, prefix, outage_budget).await?,
+        )))
     }
 
     /// With `server.per_core`: each of `cores` serving cores talks to a

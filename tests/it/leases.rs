@@ -151,3 +151,48 @@ async fn a_slice_held_in_one_process_can_refuse_in_the_other_until_it_goes_back(
         Money::from_nano(spent)
     );
 }
+
+/// Redis killed (it keeps nothing) and brought back empty while two
+/// leasing processes serve: the slices taken before are of counters that
+/// no longer exist; what they admit is still counted (the ledger writer
+/// applies it to the rebuilt counters), their give-backs change nothing,
+/// and once the slices are back the counters equal the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushed_under_leasing_processes_loses_nothing() {
+    let mut deployment = Deployment::start().await;
+    let a = leasing(&deployment, "a", "0.05", 500);
+    let b = leasing(&deployment, "b", "0.05", 500);
+    let team = team(&a, None).await;
+    let urls = [a.url(""), b.url("")];
+    let mut answers = load(&urls, &team, 120, 16).await;
+    let in_flight = tokio::spawn({
+        let urls = urls.clone();
+        let team = crate::helpers::faults::Team {
+            id: team.id.clone(),
+            owner_id: team.owner_id.clone(),
+            member_id: team.member_id.clone(),
+            member_key: team.member_key.clone(),
+        };
+        async move { load(&urls, &team, 800, 8).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    deployment.redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    deployment.redis.resume();
+    answers.extend(in_flight.await.unwrap());
+    answers.extend(load(&urls, &team, 40, 8).await);
+    quiescent(&[&a, &b]).await;
+    slices_returned(&[&a, &b]).await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200 || *s == 503),
+        "{:?}",
+        answers.iter().map(|(s, _)| *s).collect::<std::collections::BTreeSet<_>>()
+    );
+    let (served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
+    assert_eq!(spent, served as i64 * ANSWER_NANO);
+    println!(
+        "Redis flushed under two leasing processes: {} requests, {served} served; counters == ledger (${}) once the slices went back",
+        answers.len(),
+        Money::from_nano(spent)
+    );
+}

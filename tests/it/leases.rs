@@ -186,7 +186,10 @@ async fn redis_flushed_under_leasing_processes_loses_nothing() {
     assert!(
         answers.iter().all(|(s, _)| *s == 200 || *s == 503),
         "{:?}",
-        answers.iter().map(|(s, _)| *s).collect::<std::collections::BTreeSet<_>>()
+        answers
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<std::collections::BTreeSet<_>>()
     );
     let (served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
     assert_eq!(spent, served as i64 * ANSWER_NANO);

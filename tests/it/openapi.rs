@@ -1086,6 +1086,13 @@ async fn every_answer_matches_the_document(backend: Backend) {
     run.call("GET", "/api/me", &[], &owner_key, None, 200).await;
     run.call("GET", "/api/models", &[], &owner_key, None, 200)
         .await;
+    // The outbox: the operator's; the list is empty with email off.
+    let outbox = run
+        .call("GET", "/api/email/outbox", &[], ADMIN, None, 200)
+        .await;
+    assert_eq!(outbox["email"], false);
+    run.call("GET", "/api/email/outbox", &[], &owner_key, None, 403)
+        .await;
     let key = run
         .call(
             "POST",

@@ -128,3 +128,50 @@ impl<T: Send + 'static> Drop for RunToEnd<T> {
         });
     }
 }
+
+/// A worker that claims due work from the store under a lease (webhook
+/// deliveries, mail): every `poll` (at once again after a full batch of
+/// `batch`), `claim` takes what is due and `work` runs on each item, all
+/// of a batch at once, until `stop`. A batch cut by the stop leaves its
+/// leases to run out: the next claim takes the items again.
+pub async fn claim_loop<T, E, C, CF, W, WF>(
+    stop: CancellationToken,
+    poll: std::time::Duration,
+    batch: usize,
+    what: &'static str,
+    mut claim: C,
+    work: W,
+) where
+    E: std::fmt::Display,
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<Vec<T>, E>>,
+    W: Fn(T) -> WF,
+    WF: Future<Output = ()>,
+{
+    let mut full = false;
+    loop {
+        if !full {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+        let due = match claim().await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, what, "Due work not claimed; trying again.");
+                full = false;
+                continue;
+            }
+        };
+        full = due.len() == batch;
+        if due.is_empty() {
+            continue;
+        }
+        let runs = due.into_iter().map(&work);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = futures_util::future::join_all(runs) => {}
+        }
+    }
+}

@@ -293,6 +293,22 @@ impl RedisCounters {
         self.fallback.as_deref()
     }
 
+    /// `script` on an account's balance and, for team billing, a member's
+    /// spend counter (the keys every admission and settlement script
+    /// takes first).
+    fn on_counters<'s>(
+        &self,
+        script: &'s Script,
+        account: &str,
+        spend_key: Option<&str>,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.key(self.key(&CounterKey::Balance(account.to_string())));
+        if let Some(key) = spend_key {
+            invocation.key(self.key(&CounterKey::Spend(key.to_string())));
+        }
+        invocation
+    }
+
     /// A counter's key, tagged with its paying account.
     fn key(&self, key: &CounterKey) -> String {
         match key {
@@ -355,12 +371,7 @@ impl RedisCounters {
         spend: Option<SpendHold<'_>>,
     ) -> Result<Reserve, CounterError> {
         let mut connection = self.link();
-        let mut invocation = self
-            .reserve
-            .key(self.key(&CounterKey::Balance(account.to_string())));
-        if let Some(spend) = spend {
-            invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
-        }
+        let mut invocation = self.on_counters(&self.reserve, account, spend.map(|s| s.key));
         invocation.arg(amount.nano());
         invocation.arg(
             spend
@@ -408,12 +419,7 @@ impl RedisCounters {
         back: Option<&Lease>,
     ) -> Result<Reserve, CounterError> {
         let mut connection = self.link();
-        let mut invocation = self
-            .lease
-            .key(self.key(&CounterKey::Balance(account.to_string())));
-        if let Some(spend) = spend {
-            invocation.key(self.key(&CounterKey::Spend(spend.key.to_string())));
-        }
+        let mut invocation = self.on_counters(&self.lease, account, spend.map(|s| s.key));
         let mark_id = back.map_or_else(|| crate::keys::random_base62(12), |b| b.id.clone());
         invocation.key(self.lease_mark(account, &mark_id));
         let hard_limit = spend.and_then(|s| s.hard_limit);
@@ -548,12 +554,7 @@ impl RedisCounters {
             }
         }
         let mut connection = self.link();
-        let mut invocation = self
-            .settle
-            .key(self.key(&CounterKey::Balance(account.to_string())));
-        if let Some(key) = spend_key {
-            invocation.key(self.key(&CounterKey::Spend(key.to_string())));
-        }
+        let mut invocation = self.on_counters(&self.settle, account, spend_key);
         invocation.key(self.settled_key(account, request_id));
         let unused = hold.nano().saturating_sub(cost.nano());
         invocation

@@ -41,7 +41,7 @@ pub const RETRY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// How often due mail is looked for.
 const POLL: Duration = Duration::from_millis(250);
 /// Mails claimed at once by one process.
-const BATCH: i64 = 16;
+const BATCH: usize = 16;
 
 /// Why the worker cannot start (a configuration the validation let by).
 #[derive(Debug, thiserror::Error)]
@@ -146,40 +146,21 @@ impl Mailer {
         }))
     }
 
-    /// Claims and sends due mail until `stop`.
+    /// Claims and sends due mail until `stop` (a send cut by the stop
+    /// leaves its lease to run out: the next claim sends it).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut full = false;
-        loop {
-            if !full {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(POLL) => {}
-                }
-            }
-            let due = match self
-                .store
-                .claim_mails(crate::clock::now_ms(), LEASE_MS, BATCH)
-                .await
-            {
-                Ok(due) => due,
-                Err(error) => {
-                    tracing::warn!(%error, "Mail not claimed; trying again.");
-                    full = false;
-                    continue;
-                }
-            };
-            full = due.len() as i64 == BATCH;
-            if due.is_empty() {
-                continue;
-            }
-            let sends = due.into_iter().map(|mail| self.send(mail));
-            // A send cut by the stop leaves its lease to run out: the mail
-            // is sent by the next process that claims it.
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = futures_util::future::join_all(sends) => {}
-            }
-        }
+        crate::tasks::claim_loop(
+            stop,
+            POLL,
+            BATCH,
+            "mail",
+            || {
+                self.store
+                    .claim_mails(crate::clock::now_ms(), LEASE_MS, BATCH as i64)
+            },
+            |mail| self.send(mail),
+        )
+        .await;
     }
 
     /// One try, recorded.

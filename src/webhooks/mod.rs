@@ -40,7 +40,7 @@ const LEASE_MS: i64 = 30_000;
 /// How often due deliveries are looked for.
 const POLL: Duration = Duration::from_millis(250);
 /// Deliveries sent at once by one process.
-const BATCH: i64 = 32;
+const BATCH: usize = 32;
 
 type WebhookClient =
     Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
@@ -116,37 +116,18 @@ impl Deliverer {
 
     /// Claims and sends due deliveries until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        // A full batch means more may be due: look again at once.
-        let mut full = false;
-        loop {
-            if !full {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(POLL) => {}
-                }
-            }
-            let due = match self
-                .store
-                .claim_deliveries(crate::clock::now_ms(), LEASE_MS, BATCH)
-                .await
-            {
-                Ok(due) => due,
-                Err(error) => {
-                    tracing::warn!(%error, "Webhook deliveries not claimed; trying again.");
-                    full = false;
-                    continue;
-                }
-            };
-            full = due.len() as i64 == BATCH;
-            if due.is_empty() {
-                continue;
-            }
-            let sends = due.into_iter().map(|delivery| self.deliver(delivery));
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = futures_util::future::join_all(sends) => {}
-            }
-        }
+        crate::tasks::claim_loop(
+            stop,
+            POLL,
+            BATCH,
+            "webhook deliveries",
+            || {
+                self.store
+                    .claim_deliveries(crate::clock::now_ms(), LEASE_MS, BATCH as i64)
+            },
+            |delivery| self.deliver(delivery),
+        )
+        .await;
     }
 
     /// One attempt, recorded.

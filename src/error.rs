@@ -308,3 +308,16 @@ impl GatewayError {
         response
     }
 }
+
+/// An error in words with each of its causes (`a: b: c`), for logs and
+/// for what the operator is shown of a failed delivery.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

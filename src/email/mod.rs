@@ -226,8 +226,10 @@ impl Mailer {
             .map_err(|error| Refusal::Final(error.to_string()))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
-            Err(error) if error.is_permanent() => Err(Refusal::Final(describe(&error))),
-            Err(error) => Err(Refusal::ForNow(describe(&error))),
+            Err(error) if error.is_permanent() => {
+                Err(Refusal::Final(crate::error::with_causes(&error)))
+            }
+            Err(error) => Err(Refusal::ForNow(crate::error::with_causes(&error))),
         }
     }
 
@@ -265,19 +267,6 @@ enum Refusal {
     ForNow(String),
     /// Never sent.
     Final(String),
-}
-
-/// An SMTP error in words, with its cause.
-fn describe(error: &lettre::transport::smtp::Error) -> String {
-    use std::error::Error;
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

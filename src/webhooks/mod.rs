@@ -195,23 +195,10 @@ impl Deliverer {
         .await;
         match sent {
             Ok(Ok(status)) => (Some(status), None),
-            Ok(Err(error)) => (None, Some(describe(&error))),
+            Ok(Err(error)) => (None, Some(crate::error::with_causes(&error))),
             Err(_) => (None, Some(format!("no answer within {ATTEMPT_TIMEOUT:?}"))),
         }
     }
-}
-
-/// A send error in words, with its cause.
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

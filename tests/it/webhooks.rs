@@ -531,10 +531,13 @@ async fn headroom_agrees_with_admission(backend: Backend) {
         Some(json!({"default_monthly_limit_usd": "0.0081", "enforcement": "hard"})),
     )
     .await;
+    // Each settled before the next is held: two holds at once would not
+    // fit under the limit (the settlement on Redis is asynchronous).
     for _ in 0..2 {
-        assert_eq!(chat(&gw, &member, &team).await.status, 200);
+        let reply = chat(&gw, &member, &team).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        gw.ledger_idle().await;
     }
-    gw.ledger_idle().await;
     let data = limits(&gw, member.key.clone()).await;
     let team_entry = &data[1];
     assert_eq!(team_entry["binding"], "member_monthly");

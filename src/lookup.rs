@@ -3,8 +3,14 @@
 //! database is away, and no stale answer cached after an invalidation".
 //! Key authentication and team policies are loaders on top of it.
 //!
-//! - **Cache**: moka, entries live `ttl` (1 s by default), so a change made
-//!   anywhere applies everywhere within that time.
+//! - **Cache**: moka, an answer is fresh for `ttl` (1 s by default). The
+//!   first caller after that gets it at once and starts one reload in the
+//!   background (callers never wait on the database for a known key while
+//!   it answers slowly — a database busy with the ledger stalled every
+//!   request of a key once per `ttl`); past twice `ttl` an answer is gone
+//!   and callers wait for the load. So a change made anywhere applies
+//!   everywhere within `ttl`, or within twice `ttl` while the database is
+//!   slow to answer.
 //! - **Single flight**: concurrent misses for a key share one query
 //!   ([`SingleFlight`]).
 //! - **Last known**: every loaded answer is also kept 24 h and served only
@@ -91,7 +97,12 @@ impl Breaker {
 }
 
 pub struct CachedLookup<K, V, E> {
-    cache: moka::sync::Cache<K, V>,
+    /// Answers with when they were loaded; kept twice the freshness.
+    cache: moka::sync::Cache<K, (V, std::time::Instant)>,
+    /// How long an answer is fresh.
+    fresh: Duration,
+    /// Keys being reloaded in the background (one reload per key).
+    refreshing: Arc<std::sync::Mutex<std::collections::HashSet<K>>>,
     last_known: moka::sync::Cache<K, V>,
     flight: SingleFlight<K, V, E>,
     generation: Arc<AtomicU64>,
@@ -105,11 +116,14 @@ where
     E: From<Interrupted> + Send + Sync + 'static,
 {
     pub fn new(ttl: Duration, max_entries: u64) -> Self {
+        let fresh = ttl.max(Duration::from_millis(1));
         CachedLookup {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .time_to_live(fresh.saturating_mul(2))
                 .build(),
+            fresh,
+            refreshing: Arc::default(),
             last_known: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(LAST_KNOWN_TTL)
@@ -132,10 +146,13 @@ where
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
     {
-        if let Some(cached) = self.cache.get(key) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((cached, loaded_at)) = self.cache.get(key) {
+            if loaded_at.elapsed() >= self.fresh && !self.breaker.is_open() {
+                self.refresh(key.clone(), generation, load);
+            }
             return Ok((cached, Origin::Cache));
         }
-        let generation = self.generation.load(Ordering::SeqCst);
         if self.breaker.is_open() {
             if let Some(known) = self.last_known.get(key) {
                 if self.breaker.try_probe() {
@@ -163,7 +180,8 @@ where
             Ok(value) => {
                 self.breaker.close();
                 if self.generation.load(Ordering::SeqCst) == generation {
-                    self.cache.insert(key.clone(), value.clone());
+                    self.cache
+                        .insert(key.clone(), (value.clone(), std::time::Instant::now()));
                     self.last_known.insert(key.clone(), value.clone());
                 }
                 Ok((value, Origin::Loaded))
@@ -197,11 +215,50 @@ where
                 Ok(value) => {
                     breaker.close();
                     if generations.load(Ordering::SeqCst) == generation {
-                        cache.insert(key.clone(), value.clone());
+                        cache.insert(key.clone(), (value.clone(), std::time::Instant::now()));
                         last_known.insert(key, value);
                     }
                 }
                 Err(_) => breaker.probe_failed(),
+            }
+        });
+    }
+
+    /// Reloads a known key in the background (once at a time per key): its
+    /// answer is cached fresh; a failure opens the breaker, as a failed
+    /// load in the foreground would.
+    fn refresh<F>(&self, key: K, generation: u64, load: impl FnOnce() -> F)
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let first = self
+            .refreshing
+            .lock()
+            .is_ok_and(|mut refreshing| refreshing.insert(key.clone()));
+        if !first {
+            return;
+        }
+        let load = load();
+        let (cache, last_known) = (self.cache.clone(), self.last_known.clone());
+        let (breaker, generations) = (self.breaker.clone(), self.generation.clone());
+        let refreshing = self.refreshing.clone();
+        // Detached, not tracked: a refresh holds no money and no row (its
+        // only effect is a cache fill), so shutdown need not wait for it.
+        crate::tasks::detached(async move {
+            let loaded = load.await;
+            let current = generations.load(Ordering::SeqCst) == generation;
+            match loaded {
+                Ok(value) if current => {
+                    breaker.close();
+                    cache.insert(key.clone(), (value.clone(), std::time::Instant::now()));
+                    last_known.insert(key.clone(), value);
+                }
+                Ok(_) => breaker.close(),
+                Err(_) if current => breaker.trip(),
+                Err(_) => {}
+            }
+            if let Ok(mut refreshing) = refreshing.lock() {
+                refreshing.remove(&key);
             }
         });
     }
@@ -322,5 +379,52 @@ mod tests {
             Ok((1, Origin::Loaded))
         );
         assert!(!lookup.database_down(), "a load that succeeds closes it");
+    }
+
+    #[tokio::test]
+    async fn a_known_key_past_its_freshness_answers_at_once_and_reloads_once() {
+        let ms = Duration::from_millis;
+        let lookup = Lookup::new(ms(200), 100);
+        assert!(lookup.get(&"k", || async { Ok(1) }).await.is_ok());
+        tokio::time::sleep(ms(250)).await;
+        // Stale but known: answered without waiting on the (slow) reload,
+        // which runs once for all callers.
+        let loads = Arc::new(AtomicU64::new(0));
+        for _ in 0..5 {
+            let loads = loads.clone();
+            let answered = tokio::time::timeout(
+                ms(1000),
+                lookup.get(&"k", move || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(ms(3000)).await;
+                    Ok(2)
+                }),
+            )
+            .await;
+            assert_eq!(answered.unwrap(), Ok((1, Origin::Cache)));
+        }
+        tokio::time::sleep(ms(50)).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one reload");
+        // Past twice the freshness, the old answer is gone: callers wait.
+        tokio::time::sleep(ms(150)).await;
+        assert_eq!(
+            lookup.get(&"k", || async { Ok(4) }).await,
+            Ok((4, Origin::Loaded))
+        );
+        // A failed reload opens the breaker, as a failed load would.
+        let lookup = Lookup::new(ms(100), 100);
+        assert!(lookup.get(&"k", || async { Ok(5) }).await.is_ok());
+        tokio::time::sleep(ms(120)).await;
+        assert_eq!(
+            lookup.get(&"k", || async { Err(Down) }).await,
+            Ok((5, Origin::Cache))
+        );
+        for _ in 0..100 {
+            if lookup.database_down() {
+                break;
+            }
+            tokio::time::sleep(ms(10)).await;
+        }
+        assert!(lookup.database_down());
     }
 }

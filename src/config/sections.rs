@@ -315,7 +315,8 @@ impl SmtpTls {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// How long a key lookup is trusted; bounds how late a revocation made
-    /// on another process takes effect.
+    /// on another process takes effect (twice this while the database is
+    /// slow to answer: a known key past it is answered while it reloads).
     pub key_ttl_ms: u64,
     /// Most keys cached.
     pub max_keys: u64,

@@ -206,22 +206,13 @@ where
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
     {
-        let (cache, last_known) = (self.cache.clone(), self.last_known.clone());
-        let (breaker, generations) = (self.breaker.clone(), self.generation.clone());
-        // Detached, not tracked: a probe holds no money and no row (its only
-        // effect is a cache fill), so shutdown need not wait for it.
-        crate::tasks::detached(async move {
-            match load.await {
-                Ok(value) => {
-                    breaker.close();
-                    if generations.load(Ordering::SeqCst) == generation {
-                        cache.insert(key.clone(), (value.clone(), std::time::Instant::now()));
-                        last_known.insert(key, value);
-                    }
-                }
-                Err(_) => breaker.probe_failed(),
-            }
-        });
+        self.load_behind(
+            key,
+            generation,
+            load,
+            |breaker, _| breaker.probe_failed(),
+            None,
+        );
     }
 
     /// Reloads a known key in the background (once at a time per key): its
@@ -235,29 +226,49 @@ where
             .refreshing
             .lock()
             .is_ok_and(|mut refreshing| refreshing.insert(key.clone()));
-        if !first {
-            return;
+        if first {
+            let refreshing = Some(self.refreshing.clone());
+            let failed = |breaker: &Breaker, current: bool| {
+                if current {
+                    breaker.trip();
+                }
+            };
+            self.load_behind(key, generation, load(), failed, refreshing);
         }
-        let load = load();
+    }
+
+    /// Runs `load` on a task of its own: success closes the breaker and,
+    /// unless an invalidation came meanwhile, caches the answer; failure
+    /// calls `failed` (told whether no invalidation came meanwhile). At the
+    /// end `key` leaves `refreshing`, if given.
+    fn load_behind<F>(
+        &self,
+        key: K,
+        generation: u64,
+        load: F,
+        failed: fn(&Breaker, bool),
+        refreshing: Option<Arc<std::sync::Mutex<std::collections::HashSet<K>>>>,
+    ) where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
         let (cache, last_known) = (self.cache.clone(), self.last_known.clone());
         let (breaker, generations) = (self.breaker.clone(), self.generation.clone());
-        let refreshing = self.refreshing.clone();
-        // Detached, not tracked: a refresh holds no money and no row (its
-        // only effect is a cache fill), so shutdown need not wait for it.
+        // Detached, not tracked: it holds no money and no row (its only
+        // effect is a cache fill), so shutdown need not wait for it.
         crate::tasks::detached(async move {
             let loaded = load.await;
             let current = generations.load(Ordering::SeqCst) == generation;
             match loaded {
-                Ok(value) if current => {
+                Ok(value) => {
                     breaker.close();
-                    cache.insert(key.clone(), (value.clone(), std::time::Instant::now()));
-                    last_known.insert(key.clone(), value);
+                    if current {
+                        cache.insert(key.clone(), (value.clone(), std::time::Instant::now()));
+                        last_known.insert(key.clone(), value);
+                    }
                 }
-                Ok(_) => breaker.close(),
-                Err(_) if current => breaker.trip(),
-                Err(_) => {}
+                Err(_) => failed(&breaker, current),
             }
-            if let Ok(mut refreshing) = refreshing.lock() {
+            if let Some(Ok(mut refreshing)) = refreshing.as_deref().map(|r| r.lock()) {
                 refreshing.remove(&key);
             }
         });

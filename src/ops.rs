@@ -117,10 +117,14 @@ pub fn metrics(state: &AppState, headers: &http::HeaderMap) -> Response<Body> {
     );
     let spooling = i64::from(stats.spooling.load(std::sync::atomic::Ordering::Relaxed));
     let spool_bytes = state.ledger.spool_bytes() as i64;
-    let (leases, leased) = state
-        .counters
-        .leases()
-        .map_or((0, crate::money::Money::ZERO), |l| l.outstanding());
+    let (leases, leased, lease_admissions) =
+        state
+            .counters
+            .leases()
+            .map_or((0, crate::money::Money::ZERO, 0), |l| {
+                let (n, left) = l.outstanding();
+                (n, left, l.admitted())
+            });
     let body = state.metrics.render(&[
         (
             "tollgate_leases_outstanding",
@@ -131,6 +135,11 @@ pub fn metrics(state: &AppState, headers: &http::HeaderMap) -> Response<Body> {
             "tollgate_leased_nano_usd",
             "What this process's budget slices have left, in nano-dollars.",
             leased.nano(),
+        ),
+        (
+            "tollgate_lease_admissions",
+            "Admissions this process served from its budget slices, without asking Redis.",
+            i64::try_from(lease_admissions).unwrap_or(i64::MAX),
         ),
         (
             "tollgate_degraded",

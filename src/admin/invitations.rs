@@ -161,13 +161,9 @@ async fn mail_invitation(
             })
         }),
     };
-    let team = state.store.team(&invitation.team_id).await;
-    let (inviter, team) = match (inviter, team) {
-        (Ok(inviter), Ok(team)) => (
-            inviter.unwrap_or_else(|| "A team admin".into()),
-            team.map(|t| t.name).unwrap_or_default(),
-        ),
-        (Err(error), _) | (_, Err(error)) => {
+    let inviter = match inviter {
+        Ok(inviter) => inviter.unwrap_or_else(|| "A team admin".into()),
+        Err(error) => {
             tracing::warn!(%error, invitation = %invitation.id, "Invitation mail not written.");
             return "not_queued";
         }
@@ -179,7 +175,6 @@ async fn mail_invitation(
         to: invitation.email.clone(),
         data: json!({
             "invitation_id": invitation.id,
-            "team_name": team,
             "role": invitation.role,
             "inviter": inviter,
             "expires_at": invitation.expires_at,

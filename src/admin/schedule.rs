@@ -248,21 +248,16 @@ async fn mail_report(
         day(from),
         day((to - 1).max(from))
     );
-    let team_name = state
-        .store
-        .team(&schedule.team_id)
-        .await?
-        .map(|t| t.name)
-        .unwrap_or_default();
     let now = state.clock.now_ms();
-    for to_addr in state.store.team_admin_emails(&schedule.team_id).await? {
+    let members = state.store.members(&schedule.team_id).await?;
+    for member in members.into_iter().filter(|m| m.role >= Role::Admin) {
+        let to_addr = member.email;
         let mail = crate::store::outbox::NewMail {
             team_id: Some(schedule.team_id.clone()),
             kind: "report",
             dedupe: format!("mail:report:{event_id}:{to_addr}"),
             to: to_addr,
             data: json!({
-                "team_name": team_name,
                 "cadence": schedule.cadence,
                 "group_by": schedule.group_by,
                 "from": from,

@@ -22,6 +22,7 @@
 //! rebuilt: the balance reads low and the spend high, never the reverse.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,14 +65,35 @@ pub struct Leases {
     /// The longest a slice is used: then it goes back (the next request
     /// takes a new one in the same step).
     life: Duration,
-    held: Mutex<HashMap<LeaseKey, Lease>>,
+    /// By account, then by spend counter (`""` for the account alone):
+    /// looked up with borrowed names, so admitting allocates nothing.
+    held: Mutex<Held>,
+    /// Admissions served from slices (a metric).
+    admitted: AtomicU64,
     /// Slices whose give-back failed (Redis away): tried again by the
     /// sweep, under the same mark, until given back or a minute has passed.
     owed: Mutex<Vec<(LeaseKey, Lease, Instant)>>,
 }
 
-fn key_of(account: &str, spend: Option<SpendHold<'_>>) -> LeaseKey {
-    (account.to_string(), spend.map(|s| s.key.to_string()))
+type Held = HashMap<String, HashMap<String, Lease>>;
+
+fn slot<'h>(held: &'h mut Held, account: &str, spend_key: Option<&str>) -> Option<&'h mut Lease> {
+    held.get_mut(account)?.get_mut(spend_key.unwrap_or(""))
+}
+
+fn take_out(held: &mut Held, account: &str, spend_key: Option<&str>) -> Option<Lease> {
+    let of_account = held.get_mut(account)?;
+    let lease = of_account.remove(spend_key.unwrap_or(""));
+    if of_account.is_empty() {
+        held.remove(account);
+    }
+    lease
+}
+
+fn put(held: &mut Held, key: &LeaseKey, lease: Lease) -> Option<Lease> {
+    held.entry(key.0.clone())
+        .or_default()
+        .insert(key.1.clone().unwrap_or_default(), lease)
 }
 
 impl Leases {
@@ -80,6 +102,7 @@ impl Leases {
             want: want.nano(),
             life,
             held: Mutex::new(HashMap::new()),
+            admitted: AtomicU64::new(0),
             owed: Mutex::new(Vec::new()),
         }
     }
@@ -90,15 +113,16 @@ impl Leases {
         let Ok(mut held) = self.held.lock() else {
             return Take::Ask(None);
         };
-        let key = key_of(account, spend);
+        let spend_key = spend.map(|s| s.key);
         let limit = spend.and_then(|s| s.hard_limit);
-        match held.get_mut(&key) {
+        match slot(&mut held, account, spend_key) {
             Some(lease)
                 if lease.hard_limit == limit
                     && lease.remaining >= amount.nano()
                     && lease.taken_at.elapsed() < self.life =>
             {
                 lease.remaining -= amount.nano();
+                self.admitted.fetch_add(1, Ordering::Relaxed);
                 Take::Held(Reserve::Held {
                     remaining: Money::from_nano(lease.balance_seen.saturating_add(lease.remaining)),
                     spend: lease
@@ -107,7 +131,7 @@ impl Leases {
                     stamps: lease.stamps.clone(),
                 })
             }
-            Some(_) => Take::Ask(held.remove(&key)),
+            Some(_) => Take::Ask(take_out(&mut held, account, spend_key)),
             None => Take::Ask(None),
         }
     }
@@ -119,7 +143,7 @@ impl Leases {
         let Ok(mut held) = self.held.lock() else {
             return;
         };
-        match held.get_mut(&key) {
+        match slot(&mut held, &key.0, key.1.as_deref()) {
             Some(existing)
                 if existing.stamps == lease.stamps && existing.hard_limit == lease.hard_limit =>
             {
@@ -128,7 +152,7 @@ impl Leases {
                 existing.spend_seen = existing.spend_seen.max(lease.spend_seen);
             }
             _ => {
-                if let Some(old) = held.insert(key.clone(), lease) {
+                if let Some(old) = put(&mut held, &key, lease) {
                     self.owe(key, old);
                 }
             }
@@ -149,8 +173,7 @@ impl Leases {
         let Ok(mut held) = self.held.lock() else {
             return false;
         };
-        let key = (account.to_string(), spend_key.map(str::to_string));
-        match held.get_mut(&key) {
+        match slot(&mut held, account, spend_key) {
             Some(lease) if lease.stamps == *stamps => {
                 lease.remaining = lease.remaining.saturating_add(unused.max(0));
                 true
@@ -182,11 +205,17 @@ impl Leases {
         if let Ok(mut held) = self.held.lock() {
             let idle: Vec<LeaseKey> = held
                 .iter()
-                .filter(|(_, l)| all || l.taken_at.elapsed() >= self.life)
-                .map(|(k, _)| k.clone())
+                .flat_map(|(account, of_account)| {
+                    of_account
+                        .iter()
+                        .filter(|(_, l)| all || l.taken_at.elapsed() >= self.life)
+                        .map(move |(spend, _)| {
+                            (account.clone(), (!spend.is_empty()).then(|| spend.clone()))
+                        })
+                })
                 .collect();
             for key in idle {
-                if let Some(lease) = held.remove(&key) {
+                if let Some(lease) = take_out(&mut held, &key.0, key.1.as_deref()) {
                     out.push((key, lease));
                 }
             }
@@ -197,10 +226,13 @@ impl Leases {
     /// Slices held now (for tests and metrics): their count and what they
     /// have left.
     pub fn outstanding(&self) -> (usize, Money) {
-        let held = self
-            .held
-            .lock()
-            .map(|h| (h.len(), h.values().map(|l| l.remaining).sum::<i64>()));
+        let held = self.held.lock().map(|h| {
+            h.values()
+                .flat_map(HashMap::values)
+                .fold((0, 0_i64), |(n, nano), l| {
+                    (n + 1, nano.saturating_add(l.remaining))
+                })
+        });
         match held {
             Ok((n, nano)) => (n, Money::from_nano(nano)),
             Err(_) => (0, Money::ZERO),
@@ -210,12 +242,18 @@ impl Leases {
     /// This process's slice left of the counters, if any (headroom adds
     /// it: admission here may use it).
     pub fn local(&self, account: &str, spend_key: Option<&str>) -> Money {
-        let key = (account.to_string(), spend_key.map(str::to_string));
         self.held
             .lock()
             .ok()
-            .and_then(|h| h.get(&key).map(|l| Money::from_nano(l.remaining)))
+            .and_then(|mut h| {
+                slot(&mut h, account, spend_key).map(|l| Money::from_nano(l.remaining))
+            })
             .unwrap_or(Money::ZERO)
+    }
+
+    /// Admissions served from slices so far (a metric).
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
     }
 }
 

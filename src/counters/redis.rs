@@ -420,8 +420,8 @@ impl RedisCounters {
     ) -> Result<Reserve, CounterError> {
         let mut connection = self.link();
         let mut invocation = self.on_counters(&self.lease, account, spend.map(|s| s.key));
-        let mark_id = back.map_or_else(|| crate::keys::random_base62(12), |b| b.id.clone());
-        invocation.key(self.lease_mark(account, &mark_id));
+        // The mark is set only when something is given back.
+        invocation.key(self.lease_mark(account, back.map_or("-", |b| b.id.as_str())));
         let hard_limit = spend.and_then(|s| s.hard_limit);
         invocation
             .arg(amount.nano())

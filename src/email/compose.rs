@@ -146,13 +146,7 @@ fn link(url: &str) -> String {
 /// invitation.
 pub fn compose(mail: &DueMail, public_url: &str, now: i64) -> Result<Composed, ComposeError> {
     let data = &mail.data;
-    let team = clean(
-        mail.team_name
-            .as_deref()
-            .or_else(|| data.get("team_name").and_then(Value::as_str))
-            .unwrap_or("your team"),
-        80,
-    );
+    let team = clean(mail.team_name.as_deref().unwrap_or("your team"), 80);
     let dashboard = format!("{public_url}/dashboard");
     match mail.kind.as_str() {
         "invitation" => {

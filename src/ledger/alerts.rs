@@ -162,15 +162,7 @@ pub async fn after_on(
                     };
                     Store::record_event_on(conn, &event).await?;
                     if mail {
-                        Store::mail_limit_event_on(
-                            conn,
-                            &event.team_id,
-                            event.kind,
-                            &event.dedupe,
-                            &event.data,
-                            now,
-                        )
-                        .await?;
+                        Store::mail_limit_event_on(conn, &event).await?;
                     }
                 }
             }

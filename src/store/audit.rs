@@ -119,15 +119,7 @@ impl Store {
             };
             Self::record_event_on(&mut tx, &blocked).await?;
             if self.mail {
-                Self::mail_limit_event_on(
-                    &mut tx,
-                    &blocked.team_id,
-                    blocked.kind,
-                    &blocked.dedupe,
-                    &blocked.data,
-                    event.at,
-                )
-                .await?;
+                Self::mail_limit_event_on(&mut tx, &blocked).await?;
             }
         }
         tx.commit().await?;

@@ -326,21 +326,9 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let owner = crate::keys::new_id("lease");
-        // The lease condition is repeated outside the subquery: a row
-        // another process leased meanwhile fails it when re-read.
-        sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN \
-               (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_at <= $3 \
-                AND lease_until <= $3 ORDER BY next_at LIMIT $4) \
-             AND state = 'pending' AND lease_until <= $3",
-        )
-        .bind(now + lease_ms)
-        .bind(&owner)
-        .bind(now)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
+        let owner = self
+            .lease_due("webhook_deliveries", now, lease_ms, limit)
+            .await?;
         let rows = sqlx::query(
             "SELECT d.id, d.webhook_id, w.url, w.secret, d.event_id, e.type, e.team_id, e.data, \
                e.created_at AS event_at, d.attempts, d.created_at \

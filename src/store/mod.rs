@@ -206,6 +206,35 @@ impl Store {
         self.postgres
     }
 
+    /// Leases up to `limit` rows of a work table (`webhook_deliveries`,
+    /// `email_outbox`: `state`, `next_at`, `lease_until`, `lease_owner`)
+    /// that are pending, due and not leased, for `lease_ms`: no other
+    /// process takes them meanwhile. Returns the owner they are leased to.
+    pub(crate) async fn lease_due(
+        &self,
+        table: &'static str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<String, StoreError> {
+        let owner = crate::keys::new_id("lease");
+        // The lease condition is repeated outside the subquery: a row
+        // another process leased meanwhile fails it when re-read.
+        sqlx::query(&format!(
+            "UPDATE {table} SET lease_until = $1, lease_owner = $2 WHERE id IN \
+               (SELECT id FROM {table} WHERE state = 'pending' AND next_at <= $3 \
+                AND lease_until <= $3 ORDER BY next_at LIMIT $4) \
+             AND state = 'pending' AND lease_until <= $3"
+        ))
+        .bind(now + lease_ms)
+        .bind(&owner)
+        .bind(now)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(owner)
+    }
+
     /// Turns mail on (set once at start, before the store is shared).
     pub fn set_mail(&mut self, on: bool) {
         self.mail = on;

@@ -115,28 +115,25 @@ impl Store {
     }
 
     /// A member's limit event (`limit.threshold`, `limit.blocked`), mailed
-    /// to the member alone, on the caller's transaction (the event's).
+    /// to the member alone (the event's `email`), on the caller's
+    /// transaction (the event's).
     pub async fn mail_limit_event_on(
         conn: &mut AnyConnection,
-        team_id: &str,
-        kind: &'static str,
-        event_dedupe: &str,
-        data: &Value,
-        at: i64,
+        event: &super::events::NewEvent,
     ) -> Result<(), StoreError> {
-        let Some(to) = data.get("email").and_then(Value::as_str) else {
+        let Some(to) = event.data.get("email").and_then(Value::as_str) else {
             return Ok(());
         };
         Self::enqueue_mail_on(
             conn,
             &NewMail {
-                team_id: Some(team_id.to_string()),
-                kind,
-                dedupe: format!("mail:{event_dedupe}"),
+                team_id: Some(event.team_id.clone()),
+                kind: event.kind,
+                dedupe: format!("mail:{}", event.dedupe),
                 to: to.to_string(),
-                data: data.clone(),
+                data: event.data.clone(),
                 attachment: None,
-                at,
+                at: event.at,
             },
             false,
         )
@@ -190,19 +187,7 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<DueMail>, StoreError> {
-        let owner = crate::keys::new_id("lease");
-        sqlx::query(
-            "UPDATE email_outbox SET lease_until = $1, lease_owner = $2 WHERE id IN \
-               (SELECT id FROM email_outbox WHERE state = 'pending' AND next_at <= $3 \
-                AND lease_until <= $3 ORDER BY next_at LIMIT $4) \
-             AND state = 'pending' AND lease_until <= $3",
-        )
-        .bind(now + lease_ms)
-        .bind(&owner)
-        .bind(now)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
+        let owner = self.lease_due("email_outbox", now, lease_ms, limit).await?;
         let rows = sqlx::query(
             "SELECT o.id, o.kind, o.to_addr, o.team_id, t.name AS team_name, o.data, o.attachment_name, \
                o.attachment, o.attempts, o.created_at, o.lease_owner \
@@ -290,22 +275,6 @@ impl Store {
                     sent_at: r.try_get("sent_at")?,
                 })
             })
-            .collect()
-    }
-
-    /// The owner's and admins' addresses of a team (a report's
-    /// recipients).
-    pub async fn team_admin_emails(&self, team_id: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT u.email FROM team_members m JOIN users u ON u.id = m.user_id \
-             WHERE m.team_id = $1 AND m.removed_at IS NULL AND m.role IN ('owner', 'admin') \
-             AND u.email IS NOT NULL ORDER BY u.email",
-        )
-        .bind(team_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("email")?))
             .collect()
     }
 }

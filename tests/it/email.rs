@@ -696,12 +696,11 @@ async fn mail_goes_over_tls_with_a_login() {
         key.display().to_string(),
         ca.display().to_string(),
     );
-    let env = [("TOLLGATE_TEST_SMTP_PASSWORD", "s3cret-pw")];
-    for (tls, url) in [
-        ("implicit", "smtps://mailer@127.0.0.1:{port}"),
-        ("starttls", "smtp://mailer@127.0.0.1:{port}?tls=required"),
-    ] {
-        let sink = SmtpSink::start_with(&[
+    // A TLS server that wants the login; a gateway mailing to `url` (with
+    // `{port}` the server's), trusting `ca` if given, having invited one
+    // person.
+    let server = |tls: &str| {
+        SmtpSink::start_with(&[
             "--tls",
             tls,
             "--cert",
@@ -710,26 +709,39 @@ async fn mail_goes_over_tls_with_a_login() {
             &key,
             "--auth",
             "mailer:s3cret-pw",
-        ]);
-        let url = url.replace("{port}", &sink.port.to_string());
+        ])
+    };
+    let inviting = |sink_port: u16, url: &str, ca: Option<&str>| {
         let extra = format!(
-            "\n[email]\nsmtp_url = \"{url}\"\nsmtp_password_env = \"TOLLGATE_TEST_SMTP_PASSWORD\"\ntls_ca_file = \"{ca}\"\nfrom = \"noreply@tollgate.test\"\npublic_url = \"{PUBLIC}\"\n"
+            "\n[email]\nsmtp_url = \"{}\"\nsmtp_password_env = \"TOLLGATE_TEST_SMTP_PASSWORD\"\n{}from = \"noreply@tollgate.test\"\npublic_url = \"{PUBLIC}\"\n",
+            url.replace("{port}", &sink_port.to_string()),
+            ca.map_or(String::new(), |ca| format!("tls_ca_file = \"{ca}\"\n")),
         );
-        let gw = TestGateway::start_with_env(
-            Backend::Embedded,
-            &standard_models("http://127.0.0.1:9/v1"),
-            &extra,
-            &env,
-        )
-        .await;
-        let owner = user(&gw, "owner@tls.test", "1").await;
-        let team = new_team(&gw, &owner, "Secure").await;
-        assert_eq!(
-            invite(&gw, &team, &owner.key, "new.user@tls.test", "member")
-                .await
-                .status,
-            201
-        );
+        async move {
+            let gw = TestGateway::start_with_env(
+                Backend::Embedded,
+                &standard_models("http://127.0.0.1:9/v1"),
+                &extra,
+                &[("TOLLGATE_TEST_SMTP_PASSWORD", "s3cret-pw")],
+            )
+            .await;
+            let owner = user(&gw, "owner@tls.test", "1").await;
+            let team = new_team(&gw, &owner, "Secure").await;
+            assert_eq!(
+                invite(&gw, &team, &owner.key, "new.user@tls.test", "member")
+                    .await
+                    .status,
+                201
+            );
+            gw
+        }
+    };
+    for (tls, url) in [
+        ("implicit", "smtps://mailer@127.0.0.1:{port}"),
+        ("starttls", "smtp://mailer@127.0.0.1:{port}?tls=required"),
+    ] {
+        let sink = server(tls);
+        let gw = inviting(sink.port, url, Some(&ca)).await;
         let mails = sink.wait_for(1, Duration::from_secs(30)).await;
         assert_eq!(mails[0]["tls"], true, "{tls}");
         assert_eq!(mails[0]["user"], "mailer", "{tls}");
@@ -737,35 +749,8 @@ async fn mail_goes_over_tls_with_a_login() {
         gw.finish().await;
     }
     // The same server without the CA: refused, kept, told why.
-    let sink = SmtpSink::start_with(&[
-        "--tls",
-        "implicit",
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        "--auth",
-        "mailer:s3cret-pw",
-    ]);
-    let extra = format!(
-        "\n[email]\nsmtp_url = \"smtps://mailer@127.0.0.1:{}\"\nsmtp_password_env = \"TOLLGATE_TEST_SMTP_PASSWORD\"\nfrom = \"noreply@tollgate.test\"\npublic_url = \"{PUBLIC}\"\n",
-        sink.port
-    );
-    let gw = TestGateway::start_with_env(
-        Backend::Embedded,
-        &standard_models("http://127.0.0.1:9/v1"),
-        &extra,
-        &env,
-    )
-    .await;
-    let owner = user(&gw, "owner@tls.test", "1").await;
-    let team = new_team(&gw, &owner, "Secure").await;
-    assert_eq!(
-        invite(&gw, &team, &owner.key, "new.user@tls.test", "member")
-            .await
-            .status,
-        201
-    );
+    let sink = server("implicit");
+    let gw = inviting(sink.port, "smtps://mailer@127.0.0.1:{port}", None).await;
     let start = Instant::now();
     let refused = loop {
         let pending = outbox(&gw, "?status=pending").await;

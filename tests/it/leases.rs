@@ -31,6 +31,15 @@ async fn metrics(gateway: &GatewayProcess) -> String {
         .text()
 }
 
+/// Admissions the processes served from their slices, without Redis.
+async fn admitted_from_slices(gateways: &[&GatewayProcess]) -> f64 {
+    let mut total = 0.0;
+    for gateway in gateways {
+        total += metric(&metrics(gateway).await, "tollgate_lease_admissions");
+    }
+    total
+}
+
 /// Waits until neither process holds a slice (each goes back within
 /// `lease_ms`, swept every 0.1 s).
 async fn slices_returned(gateways: &[&GatewayProcess]) {
@@ -64,6 +73,8 @@ async fn two_leasing_processes_hold_one_hard_limit() {
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
     let refused = answers.iter().filter(|(s, _)| *s == 402).count();
     assert_eq!(ok + refused, 400, "{answers:?}");
+    let from_slices = admitted_from_slices(&[&a, &b]).await;
+    assert!(from_slices > 0.0, "no admission came from a slice");
     slices_returned(&[&a, &b]).await;
     let (_, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
     assert_eq!(spent, ok as i64 * ANSWER_NANO);
@@ -74,7 +85,7 @@ async fn two_leasing_processes_hold_one_hard_limit() {
         Money::from_nano(spent)
     );
     println!(
-        "two leasing processes ($0.05 slices), 400 requests, hard limit $0.5: served {ok}, spent ${}, left unspent ${} (one request holds about $0.004)",
+        "two leasing processes ($0.05 slices), 400 requests, hard limit $0.5: served {ok} ({from_slices} admitted from slices), spent ${}, left unspent ${} (one request holds about $0.004)",
         Money::from_nano(spent),
         Money::from_nano(limit - spent)
     );
@@ -182,6 +193,10 @@ async fn redis_flushed_under_leasing_processes_loses_nothing() {
     answers.extend(in_flight.await.unwrap());
     answers.extend(load(&urls, &team, 40, 8).await);
     quiescent(&[&a, &b]).await;
+    assert!(
+        admitted_from_slices(&[&a, &b]).await > 0.0,
+        "no admission came from a slice"
+    );
     slices_returned(&[&a, &b]).await;
     assert!(
         answers.iter().all(|(s, _)| *s == 200 || *s == 503),

@@ -87,13 +87,32 @@ where
 pub struct RunToEnd<T: Send + 'static> {
     future: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
     tasks: Tasks,
+    /// What becomes of the output when nobody waits for it any more.
+    leftover: Option<Leftover<T>>,
 }
+
+type Leftover<T> = Box<dyn FnOnce(T) + Send>;
 
 impl<T: Send + 'static> RunToEnd<T> {
     pub fn new(tasks: &Tasks, future: impl Future<Output = T> + Send + 'static) -> Self {
         RunToEnd {
             future: Some(Box::pin(future)),
             tasks: tasks.clone(),
+            leftover: None,
+        }
+    }
+
+    /// As [`RunToEnd::new`]; when it ends after it was dropped, its output
+    /// goes to `leftover` (which gives back what the output holds).
+    pub fn with_leftover(
+        tasks: &Tasks,
+        future: impl Future<Output = T> + Send + 'static,
+        leftover: impl FnOnce(T) + Send + 'static,
+    ) -> Self {
+        RunToEnd {
+            future: Some(Box::pin(future)),
+            tasks: tasks.clone(),
+            leftover: Some(Box::new(leftover)),
         }
     }
 }
@@ -122,9 +141,13 @@ impl<T: Send + 'static> Drop for RunToEnd<T> {
         let Some(future) = self.future.take() else {
             return;
         };
+        let leftover = self.leftover.take();
         // Outside a runtime (it is shutting down) nothing can run it on.
         self.tasks.spawn_if_running(async move {
-            future.await;
+            let output = future.await;
+            if let Some(leftover) = leftover {
+                leftover(output);
+            }
         });
     }
 }

@@ -48,6 +48,7 @@ use crate::error::{ErrorShape, GatewayError};
 use crate::http_body::Body;
 use crate::providers::Endpoint;
 use crate::state::AppState;
+use crate::tasks::RunToEnd;
 
 pub async fn handle(
     state: Arc<AppState>,
@@ -104,10 +105,38 @@ async fn serve(
         tracing::Span::current().record("key", principal.key_prefix.as_str());
     }
     let (parts, body) = request.into_parts();
-    let mut ctx = RequestCtx::new(id, endpoint, started, started_at, principal);
+    let ctx = RequestCtx::new(id, endpoint, started, started_at, principal);
 
-    // 3–5. Read, authorize, hold money; a refusal is recorded.
-    let (request, hold) = match admit(state, &mut ctx, &parts.headers, body).await {
+    // 3–5. Read, authorize, hold money; a refusal is recorded. Once begun
+    // this runs to its end even if the client leaves: a hold whose
+    // counter step was cut off half-way (the script ran, its answer was
+    // never read) would stay taken for good. What it then holds goes back
+    // at once (the pending request is dropped unforwarded: a
+    // `client_closed` row at no cost).
+    let admitting = {
+        let task_state = state.clone();
+        let leftover_state = state.clone();
+        let headers = parts.headers;
+        RunToEnd::with_leftover(
+            &state.tasks,
+            async move {
+                let mut ctx = ctx;
+                let admitted = admit(&task_state, &mut ctx, &headers, body).await;
+                (ctx, headers, admitted)
+            },
+            move |(ctx, _, admitted)| match admitted {
+                Ok((_, hold)) => drop(Pending::new(
+                    leftover_state.settler.clone(),
+                    ctx.entry,
+                    ctx.started,
+                    hold,
+                )),
+                Err(error) => record_refusal(&leftover_state, ctx, &error),
+            },
+        )
+    };
+    let (mut ctx, headers, admitted) = admitting.await;
+    let (request, hold) = match admitted {
         Ok(admitted) => admitted,
         Err(error) => {
             record_refusal(state, ctx, &error);
@@ -121,8 +150,7 @@ async fn serve(
     let pending = Pending::new(state.settler.clone(), ctx.entry, ctx.started, hold);
 
     // 6–8. Forward, meter, settle, record.
-    let mut response =
-        forward::forward(state, route, endpoint, request, pending, &parts.headers).await?;
+    let mut response = forward::forward(state, route, endpoint, request, pending, &headers).await?;
     if let Some(warning) = warning {
         if let Ok(value) = HeaderValue::from_str(&warning) {
             response

@@ -214,3 +214,74 @@ async fn redis_flushed_under_leasing_processes_loses_nothing() {
         Money::from_nano(spent)
     );
 }
+
+/// A client that leaves while its hold is being taken (the counters' step
+/// sent, its answer not yet read) leaves nothing held: admission runs to
+/// its end and gives back what it took, slice and hold, with a
+/// `client_closed` row at no cost. Redis is paused (`CLIENT PAUSE`, below
+/// the gateway's 2 s call timeout) so that the clients are gone before
+/// their steps run. Before the fix the slice taken for a dropped request
+/// stayed taken: the load suite's payer was billed $45 more than served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_admission_leaves_nothing_held() {
+    let deployment = Deployment::start().await;
+    let a = leasing(&deployment, "a", "0.05", 500);
+    let team = team(&a, Some("0.5")).await;
+    // Counters seeded; the first slice taken and given back.
+    let answers = load(&[a.url("")], &team, 4, 2).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    quiescent(&[&a]).await;
+    slices_returned(&[&a]).await;
+
+    let redis = redis::Client::open(deployment.redis.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1200)
+        .arg("ALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut gone = Vec::new();
+    for _ in 0..8 {
+        let url = a.url("/v1/chat/completions");
+        let key = team.member_key.clone();
+        let billing = format!("team:{}", team.id);
+        gone.push(tokio::spawn(async move {
+            let body = serde_json::json!({"model": "gpt-5.1", "max_tokens": 400, "messages": [{"role": "user", "content": "total?"}]});
+            let request = http::Request::post(url)
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .header("x-tollgate-billing", billing)
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    body.to_string(),
+                )))
+                .unwrap();
+            // The client gives up long before Redis answers.
+            tokio::time::timeout(Duration::from_millis(300), client::try_send_raw(request))
+                .await
+                .is_err()
+        }));
+    }
+    for client in gone {
+        assert!(
+            client.await.unwrap(),
+            "a client was answered during the pause"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    quiescent(&[&a]).await;
+    slices_returned(&[&a]).await;
+
+    let mut db = deployment.db().await;
+    let closed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM usage_rows WHERE status = 'client_closed' AND cost_nano = 0",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(closed, 8, "each abandoned admission is one row at no cost");
+    let (served, spent) = counters_equal_ledger(&deployment, &team, &answers).await;
+    assert_eq!(served, 4);
+    assert_eq!(spent, 4 * ANSWER_NANO);
+}

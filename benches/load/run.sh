@@ -12,7 +12,9 @@
 # (drift cancels); the payers start with $1,000,000, so the ledger grows
 # through the run. For the Postgres + Redis targets the CPU of Postgres and
 # Redis per request is measured too. At the end each payer's charge is
-# checked against what wrk saw served (2xx answers times the price of one).
+# checked against what wrk saw served (2xx answers times the price of one)
+# and, for the Postgres + Redis payer, the balance against the ledger's sum
+# (to the nano-dollar: `LEDGER MISMATCH` otherwise).
 # Then 1,000 concurrent slow streams through a fresh embedded gateway (RSS).
 # Prints requests/s, p50/p99, non-2xx, the target's CPU ms per request, and
 # ratios to direct and to nginx, added latency over direct, and RSS; writes
@@ -224,10 +226,18 @@ check_charge() { # name port key
   if [ "$charged" -lt "$expected" ] || [ "$(( charged - expected ))" -gt "$slack" ]; then
     echo "CHARGE MISMATCH for $1" >&2
   fi
+  if [ -n "${4:-}" ]; then
+    # The ledger's sum for the payer: the balance must say the same.
+    local ledger
+    ledger=$(psql "$4" -At -c "SELECT COALESCE(SUM(cost_nano), 0) FROM usage_rows")
+    echo "charge $1: the ledger holds $ledger nano-USD (balance minus ledger $(( charged - ledger )))"
+    echo "charge_${1}_ledger_nano,$ledger" >> "$work/memory.csv.part"
+    [ "$charged" = "$ledger" ] || echo "LEDGER MISMATCH for $1" >&2
+  fi
 }
 : > "$work/memory.csv.part"
 check_charge embedded 14000 "$embedded_key"
-[ -n "$pg_ok" ] && check_charge owner 14001 "$owner_key"
+[ -n "$pg_ok" ] && check_charge owner 14001 "$owner_key" "${pg_admin%/*}/$tag"
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")
 sleep 10
 after_kb=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$work/embedded.pid")/status")

@@ -21,7 +21,7 @@
 //! left (at most `lease_usd` per account and member) until the counter is
 //! rebuilt: the balance reads low and the spend high, never the reverse.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,6 +73,31 @@ pub struct Leases {
     /// Slices whose give-back failed (Redis away): tried again by the
     /// sweep, under the same mark, until given back or a minute has passed.
     owed: Mutex<Vec<(LeaseKey, Lease, Instant)>>,
+    /// The counter pairs a request of this process is taking a slice of
+    /// right now (by account, then spend counter, `""` for none): the
+    /// others hold plainly meanwhile instead of each taking a slice.
+    taking: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// A slice being taken of one counter pair ([`Leases::begin_taking`]);
+/// the mark goes when it is dropped.
+pub(super) struct Taking<'l> {
+    leases: &'l Leases,
+    account: &'l str,
+    spend_key: Option<&'l str>,
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut taking) = self.leases.taking.lock() {
+            if let Some(of_account) = taking.get_mut(self.account) {
+                of_account.remove(self.spend_key.unwrap_or(""));
+                if of_account.is_empty() {
+                    taking.remove(self.account);
+                }
+            }
+        }
+    }
 }
 
 type Held = HashMap<String, HashMap<String, Lease>>;
@@ -104,7 +129,33 @@ impl Leases {
             held: Mutex::new(HashMap::new()),
             admitted: AtomicU64::new(0),
             owed: Mutex::new(Vec::new()),
+            taking: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Marks a slice of these counters as being taken by the caller; `None`
+    /// if another request of this process is taking one now (the caller
+    /// then holds its request plainly: when a slice runs out under many
+    /// concurrent requests, one of them takes the next slice, not each).
+    pub(super) fn begin_taking<'l>(
+        &'l self,
+        account: &'l str,
+        spend_key: Option<&'l str>,
+    ) -> Option<Taking<'l>> {
+        let mut taking = self.taking.lock().ok()?;
+        let spend = spend_key.unwrap_or("");
+        if taking.get(account).is_some_and(|t| t.contains(spend)) {
+            return None;
+        }
+        taking
+            .entry(account.to_string())
+            .or_default()
+            .insert(spend.to_string());
+        Some(Taking {
+            leases: self,
+            account,
+            spend_key,
+        })
     }
 
     /// Admits `amount` from this process's slice of the counters, if it
@@ -267,6 +318,23 @@ mod tests {
             balance: Stamp::from(tag),
             spend: Stamp::from(tag),
         }
+    }
+
+    #[test]
+    fn one_request_at_a_time_takes_a_slice_of_a_counter_pair() {
+        let leases = Leases::new(Money::from_nano(1_000), Duration::from_secs(1));
+        let first = leases.begin_taking("acct", Some("spend"));
+        assert!(first.is_some());
+        // The same pair meanwhile: hold plainly.
+        assert!(leases.begin_taking("acct", Some("spend")).is_none());
+        // Another pair of the same account, or another account: free.
+        let alone = leases.begin_taking("acct", None);
+        assert!(alone.is_some());
+        assert!(leases.begin_taking("other", Some("spend")).is_some());
+        drop(first);
+        assert!(leases.begin_taking("acct", Some("spend")).is_some());
+        drop(alone);
+        assert!(leases.taking.lock().unwrap().is_empty());
     }
 
     fn lease(tag: &str, remaining: i64, limit: Option<Money>) -> Lease {

@@ -339,16 +339,26 @@ impl RedisCounters {
             Some(leases) => match leases.take(account, amount, spend) {
                 Take::Held(reserve) => return Ok(reserve),
                 Take::Ask(back) => {
-                    let answer =
-                        bounded(self.acquire(leases, account, amount, spend, back.as_ref())).await;
-                    if let (Err(_), Some(back)) = (&answer, back) {
-                        // Given back or not: the mark tells on the retry.
-                        leases.owe(
-                            (account.to_string(), spend.map(|s| s.key.to_string())),
-                            back,
-                        );
+                    let taking = leases.begin_taking(account, spend.map(|s| s.key));
+                    if taking.is_none() && back.is_none() {
+                        // Another request here is taking the next slice:
+                        // hold this one plainly (its unused part joins the
+                        // slice at settlement, see `absorb`).
+                        bounded(self.reserve(account, amount, spend)).await
+                    } else {
+                        let answer =
+                            bounded(self.acquire(leases, account, amount, spend, back.as_ref()))
+                                .await;
+                        drop(taking);
+                        if let (Err(_), Some(back)) = (&answer, back) {
+                            // Given back or not: the mark tells on the retry.
+                            leases.owe(
+                                (account.to_string(), spend.map(|s| s.key.to_string())),
+                                back,
+                            );
+                        }
+                        answer
                     }
-                    answer
                 }
             },
         };

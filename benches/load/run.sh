@@ -227,7 +227,8 @@ check_charge() { # name port key
     echo "CHARGE MISMATCH for $1" >&2
   fi
   if [ -n "${4:-}" ]; then
-    # The ledger's sum for the payer: the balance must say the same.
+    # The ledger's sum (the one payer of this database): the balance must
+    # say the same.
     local ledger
     ledger=$(psql "$4" -At -c "SELECT COALESCE(SUM(cost_nano), 0) FROM usage_rows")
     echo "charge $1: the ledger holds $ledger nano-USD (balance minus ledger $(( charged - ledger )))"

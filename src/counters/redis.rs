@@ -346,18 +346,8 @@ impl RedisCounters {
                         // slice at settlement, see `absorb`).
                         bounded(self.reserve(account, amount, spend)).await
                     } else {
-                        let answer =
-                            bounded(self.acquire(leases, account, amount, spend, back.as_ref()))
-                                .await;
-                        drop(taking);
-                        if let (Err(_), Some(back)) = (&answer, back) {
-                            // Given back or not: the mark tells on the retry.
-                            leases.owe(
-                                (account.to_string(), spend.map(|s| s.key.to_string())),
-                                back,
-                            );
-                        }
-                        answer
+                        self.acquire_or_owe(leases, account, amount, spend, back)
+                            .await
                     }
                 }
             },
@@ -416,6 +406,27 @@ impl RedisCounters {
             -1 => Reserve::MissingBalance,
             other => return Err(CounterError::Malformed(other.to_string())),
         })
+    }
+
+    /// [`Self::acquire`], bounded; a slice it was to give back is owed
+    /// when the step failed (given back or not: the mark tells on the
+    /// retry).
+    async fn acquire_or_owe(
+        &self,
+        leases: &Leases,
+        account: &str,
+        amount: Money,
+        spend: Option<SpendHold<'_>>,
+        back: Option<Lease>,
+    ) -> Result<Reserve, CounterError> {
+        let answer = bounded(self.acquire(leases, account, amount, spend, back.as_ref())).await;
+        if let (Err(_), Some(back)) = (&answer, back) {
+            leases.owe(
+                (account.to_string(), spend.map(|s| s.key.to_string())),
+                back,
+            );
+        }
+        answer
     }
 
     /// One `lease.lua` step: gives `back` back, holds `amount` and takes a

@@ -11,7 +11,7 @@ use tollgate::money::Money;
 
 use crate::helpers::client;
 use crate::helpers::faults::{
-    counters_equal_ledger, load, metric, quiescent, team, Deployment, ANSWER_NANO,
+    counters_equal_ledger, load, metric, quiescent, team, team_request, Deployment, ANSWER_NANO,
 };
 use crate::helpers::servers::GatewayProcess;
 
@@ -244,20 +244,9 @@ async fn a_client_gone_during_admission_leaves_nothing_held() {
         .unwrap();
     let mut gone = Vec::new();
     for _ in 0..8 {
-        let url = a.url("/v1/chat/completions");
-        let key = team.member_key.clone();
-        let billing = format!("team:{}", team.id);
+        let request = team_request(&a.url(""), &team);
+        // The client gives up long before Redis answers.
         gone.push(tokio::spawn(async move {
-            let body = serde_json::json!({"model": "gpt-5.1", "max_tokens": 400, "messages": [{"role": "user", "content": "total?"}]});
-            let request = http::Request::post(url)
-                .header("authorization", format!("Bearer {key}"))
-                .header("content-type", "application/json")
-                .header("x-tollgate-billing", billing)
-                .body(http_body_util::Full::new(bytes::Bytes::from(
-                    body.to_string(),
-                )))
-                .unwrap();
-            // The client gives up long before Redis answers.
             tokio::time::timeout(Duration::from_millis(300), client::try_send_raw(request))
                 .await
                 .is_err()

@@ -236,6 +236,19 @@ pub async fn team(gateway: &GatewayProcess, limit: Option<&str>) -> Team {
     }
 }
 
+/// One team-billed chat request (the member's key) to the gateway at `url`.
+pub fn team_request(url: &str, team: &Team) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let body = json!({"model": "gpt-5.1", "max_tokens": 400, "messages": [{"role": "user", "content": "total?"}]});
+    http::Request::post(format!("{url}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {}", team.member_key))
+        .header("content-type", "application/json")
+        .header("x-tollgate-billing", format!("team:{}", team.id))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap()
+}
+
 /// Sends `n` team-billed requests, `concurrency` at a time, round-robin over
 /// the gateways; `during` runs once `at` of them have answered.
 pub async fn load(
@@ -262,24 +275,20 @@ pub async fn load_timed(
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let url = format!("{}/v1/chat/completions", urls[i % urls.len()]);
-        let key = team.member_key.clone();
-        let billing = format!("team:{}", team.id);
+        let request = team_request(&urls[i % urls.len()], team);
         let permit = semaphore.clone().acquire_owned().await.unwrap();
         tasks.push(tokio::spawn(async move {
-            let body = json!({"model": "gpt-5.1", "max_tokens": 400, "messages": [{"role": "user", "content": "total?"}]});
-            let request = http::Request::post(url)
-                .header("authorization", format!("Bearer {key}"))
-                .header("content-type", "application/json")
-                .header("x-tollgate-billing", billing)
-                .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
-                .unwrap();
             let sent = Instant::now();
-            let reply = tokio::time::timeout(Duration::from_secs(60), client::try_send_raw(request)).await;
+            let reply =
+                tokio::time::timeout(Duration::from_secs(60), client::try_send_raw(request)).await;
             let took = sent.elapsed();
             drop(permit);
             match reply {
-                Ok(Some(reply)) => (reply.status, reply.header("x-request-id").map(str::to_string), took),
+                Ok(Some(reply)) => (
+                    reply.status,
+                    reply.header("x-request-id").map(str::to_string),
+                    took,
+                ),
                 _ => (0, None, took),
             }
         }));
